@@ -1,0 +1,43 @@
+# The two commands a newcomer needs: `make run` (the whole pipeline on the synthetic default)
+# and `make test`. Both create .venv/ with the pinned dependencies first if it is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Stages call `python`: make it the venv's, also when DVC runs them.
+export PATH := $(abspath $(BIN)):$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: venv run test test-fast lock clean-data
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	# torch first, from the local CPU wheel, so nothing can pull a CUDA build
+	$(BIN)/python -m pip install --quiet "$$(grep -E '^torch==' requirements.lock)"
+	# deepspeed is an sdist that imports torch while building
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install --quiet --no-build-isolation "$$(grep -E '^deepspeed==' requirements.lock)"
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: venv
+	$(BIN)/dvc repro
+
+test: venv
+	$(BIN)/python -m pytest
+
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow"
+
+# Re-resolve requirements.in into requirements.lock in a throw-away venv.
+lock:
+	rm -rf /tmp/megl-lock && $(PYTHON) -m venv /tmp/megl-lock
+	/tmp/megl-lock/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+	/tmp/megl-lock/bin/python -m pip install --quiet torch==2.13.0
+	DS_BUILD_OPS=0 /tmp/megl-lock/bin/python -m pip install --quiet --no-build-isolation deepspeed
+	/tmp/megl-lock/bin/python -m pip install --quiet -r requirements.in
+	{ head -2 requirements.lock; /tmp/megl-lock/bin/python -m pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock

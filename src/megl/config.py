@@ -1,0 +1,293 @@
+"""Typed, validated view of params.yaml.
+
+Every block of params.yaml maps to a frozen dataclass. Loading is strict: an unknown key, a missing
+key or a value of the wrong type is a ConfigError that names the file and the dotted key path.
+
+Why not pydantic: the core package must import with torch/transformers/numpy/pandas/pillow only
+(DESIGN.md), and the few rules here fit in one small function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PARAMS = REPO_ROOT / "params.yaml"
+
+LAYOUTS = ("vqax_park", "vqax_nlx", "actx_park", "actx_nlx")
+
+
+class ConfigError(ValueError):
+    """A params file that does not match the schema."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitConfig:
+    """Stratified, seeded re-split shared by every dataset (and the synthetic decoy planting)."""
+
+    seed: int
+    val: float
+    test: float
+
+    def validate(self, where: str) -> None:
+        for name in ("val", "test"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{where}.{name}: must be in [0, 1), got {value}")
+        if self.val + self.test >= 1.0:
+            raise ConfigError(f"{where}: val + test must leave room for train, got {self.val + self.test}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticConfig:
+    """One synthetic benchmark written in a real raw layout (see megl.data.synthetic)."""
+
+    kind: Literal["objects", "actions"]
+    seed: int
+    out_dir: str
+    num_samples: int
+    num_classes: int
+    image_size: int
+    map_size: int
+    decoy_agreement: float
+    visual_fraction: float
+    distractors: int
+    # objects: share of questions that do not ask for the object's identity (the reader filters them)
+    off_topic_fraction: float = 0.0
+    # actions: samples of one extra, rare activity (the class-size filter removes it)
+    rare_class_samples: int = 0
+
+    def validate(self, where: str) -> None:
+        if self.num_samples < 10:
+            raise ConfigError(f"{where}.num_samples: need at least 10, got {self.num_samples}")
+        if not 2 <= self.num_classes <= 20:
+            raise ConfigError(f"{where}.num_classes: must be in [2, 20], got {self.num_classes}")
+        if self.image_size < 32:
+            raise ConfigError(f"{where}.image_size: must be >= 32, got {self.image_size}")
+        if self.map_size < 8:
+            raise ConfigError(f"{where}.map_size: must be >= 8, got {self.map_size}")
+        for name in ("decoy_agreement", "visual_fraction", "off_topic_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{where}.{name}: must be in [0, 1], got {value}")
+        if self.distractors < 0 or self.rare_class_samples < 0:
+            raise ConfigError(f"{where}: distractors and rare_class_samples must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelConfig:
+    """How raw answers / activities become class labels. Defaults are documented in params.yaml."""
+
+    min_samples_per_class: int
+    max_classes: int
+    # VQA-X only: a question must match one of these regexes (case-insensitive) to be a sample.
+    question_patterns: tuple[str, ...] = ()
+    exclude_answers: tuple[str, ...] = ()
+    exclude_numeric_answers: bool = True
+    # normalised answer -> class name, applied after normalisation (e.g. "puppy": "dog")
+    aliases: dict[str, str] = dataclasses.field(default_factory=dict)
+    # ACT-X only: keep the text before the first comma ("bicycling, mountain" -> "bicycling")
+    coarsen: bool = False
+
+    def validate(self, where: str) -> None:
+        if self.min_samples_per_class < 1:
+            raise ConfigError(f"{where}.min_samples_per_class: must be >= 1")
+        if self.max_classes < 2:
+            raise ConfigError(f"{where}.max_classes: must be >= 2")
+        import re
+
+        for i, pattern in enumerate(self.question_patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"{where}.question_patterns[{i}]: invalid regex {pattern!r}: {exc}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+    """Where a dataset's raw files are and how to turn them into a classification dataset."""
+
+    layout: Literal["vqax_park", "vqax_nlx", "actx_park", "actx_nlx"]
+    raw_dir: str
+    image_size: int
+    on_bad_sample: Literal["skip", "error"]
+    labels: LabelConfig
+    # None: <raw_dir>/images. Real COCO / MPII images usually live elsewhere.
+    image_root: str | None = None
+    # None: the layout's own place (<raw_dir>/Annotations/visual for VQA-X, <raw_dir>/visual for ACT-X)
+    visual_dir: str | None = None
+    # threads decoding JPEGs (PIL releases the GIL while decoding)
+    decode_workers: int = 2
+
+    @property
+    def task(self) -> str:
+        return "objects" if self.layout.startswith("vqax") else "actions"
+
+    def validate(self, where: str) -> None:
+        if self.image_size < 8:
+            raise ConfigError(f"{where}.image_size: must be >= 8, got {self.image_size}")
+        if self.decode_workers < 1:
+            raise ConfigError(f"{where}.decode_workers: must be >= 1")
+        if self.task == "objects" and not self.labels.question_patterns:
+            raise ConfigError(f"{where}.labels.question_patterns: VQA-X layouts need at least one pattern")
+        if self.task == "actions" and self.labels.question_patterns:
+            raise ConfigError(f"{where}.labels.question_patterns: applies to VQA-X layouts only")
+        if self.task == "objects" and self.labels.coarsen:
+            raise ConfigError(f"{where}.labels.coarsen: applies to ACT-X layouts only")
+
+    def resolve(self, path: str | None, default: Path) -> Path:
+        return default if path is None else _repo_path(path)
+
+    @property
+    def raw_path(self) -> Path:
+        return _repo_path(self.raw_dir)
+
+    @property
+    def image_root_path(self) -> Path:
+        return self.resolve(self.image_root, self.raw_path / "images")
+
+    @property
+    def visual_dir_path(self) -> Path:
+        default = self.raw_path / ("Annotations/visual" if self.task == "objects" else "visual")
+        return self.resolve(self.visual_dir, default)
+
+
+@dataclasses.dataclass(frozen=True)
+class SaliencyConfig:
+    """Ground-truth map aggregation: the grids are the CAM grids of the backbones."""
+
+    grid_sizes: tuple[int, ...]
+    eps: float
+
+    def validate(self, where: str) -> None:
+        if not self.grid_sizes or any(g < 1 for g in self.grid_sizes):
+            raise ConfigError(f"{where}.grid_sizes: need one or more positive sizes")
+        if len(set(self.grid_sizes)) != len(self.grid_sizes):
+            raise ConfigError(f"{where}.grid_sizes: sizes must be distinct")
+        if not 0 < self.eps < 1e-2:
+            raise ConfigError(f"{where}.eps: must be in (0, 1e-2)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    split: SplitConfig
+    synthetic: dict[str, SyntheticConfig]
+    datasets: dict[str, DatasetConfig]
+    saliency: SaliencyConfig
+
+    def dataset(self, name: str) -> DatasetConfig:
+        if name not in self.datasets:
+            raise ConfigError(f"unknown dataset {name!r}; params.yaml defines {sorted(self.datasets)}")
+        return self.datasets[name]
+
+    def synthetic_source(self, name: str) -> SyntheticConfig:
+        if name not in self.synthetic:
+            raise ConfigError(f"no synthetic block {name!r}; params.yaml defines {sorted(self.synthetic)}")
+        return self.synthetic[name]
+
+
+def _repo_path(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    try:
+        params = _build(Params, raw, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    try:
+        _validate_tree(params, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return params
+
+
+def _validate_tree(obj: Any, where: str) -> None:
+    if dataclasses.is_dataclass(obj):
+        if hasattr(obj, "validate"):
+            obj.validate(where or "<root>")
+        for f in dataclasses.fields(obj):
+            _validate_tree(getattr(obj, f.name), f"{where}.{f.name}".lstrip("."))
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            _validate_tree(value, f"{where}.{key}".lstrip("."))
+
+
+def _build(tp: Any, value: Any, where: str) -> Any:
+    """Convert YAML data to `tp`, raising ConfigError naming `where` on any mismatch."""
+    label = where or "<root>"
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{label}: expected a mapping, got {type(value).__name__}")
+        hints = typing.get_type_hints(tp)
+        fields = {f.name: f for f in dataclasses.fields(tp)}
+        unknown = sorted(set(value) - set(fields))
+        if unknown:
+            raise ConfigError(f"{label}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+        kwargs = {}
+        for name, f in fields.items():
+            sub = f"{where}.{name}".lstrip(".")
+            if name in value:
+                kwargs[name] = _build(hints[name], value[name], sub)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{sub}: missing required key")
+        return tp(**kwargs)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{label}: expected one of {list(allowed)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _build(inner, value, where)
+    if origin is dict:
+        key_tp, val_tp = typing.get_args(tp)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{label}: expected a mapping, got {type(value).__name__}")
+        return {_build(key_tp, k, f"{where}.{k}"): _build(val_tp, v, f"{where}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if value is None:
+            value = []
+        if not isinstance(value, list):
+            raise ConfigError(f"{label}: expected a list, got {type(value).__name__}")
+        return tuple(_build(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{label}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{label}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{label}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{label}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"config schema uses unsupported type {tp!r} at {label}")

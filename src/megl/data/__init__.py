@@ -1,0 +1,1 @@
+"""Raw-format readers, the synthetic benchmark, extraction to a manifest, saliency aggregation."""

@@ -1,0 +1,131 @@
+"""Scene pieces shared by the synthetic benchmarks: background, distractors, the border decoy,
+simulated annotators' heatmaps, position words and deterministic JPEG bytes.
+
+The benchmark follows decoy-MNIST (Ross et al. 2017): the class lives in a target in the central
+region; a grey patch in a border corner whose grey level encodes a class agrees with the label in
+most training images and is random elsewhere, so a plain classifier can take the shortcut while a
+model whose saliency is pulled onto the target cannot.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+# Distractor colours never used by a class colour, so the target stays well defined.
+DISTRACTOR_COLOURS = [(205, 205, 205), (125, 125, 125), (150, 100, 60), (225, 150, 205), (0, 190, 190)]
+SMALL_SHAPES = ("circle", "square", "triangle", "diamond", "cross")
+
+DrawTarget = Callable[[ImageDraw.ImageDraw, float, tuple[int, int, int] | int], None]
+
+
+def border_width(size: int) -> int:
+    return max(4, round(size * 0.11)) + 2
+
+
+def background(rng: np.random.Generator, size: int) -> Image.Image:
+    """A dark, noisy, slightly graded background: different in every image, never class-informative."""
+    base = rng.uniform(20, 90, size=3)
+    ramp = np.linspace(-1, 1, size)[None, :, None] * rng.uniform(-12, 12, size=3)
+    pixels = base + ramp + rng.normal(0, 7, size=(size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, size: float, fill) -> None:
+    r = size / 2
+    if shape == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif shape == "square":
+        q = r * 0.85
+        draw.rectangle((cx - q, cy - q, cx + q, cy + q), fill=fill)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - r), (cx + r, cy + r * 0.8), (cx - r, cy + r * 0.8)], fill=fill)
+    elif shape == "diamond":
+        draw.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fill)
+    elif shape == "cross":
+        t = r * 0.36
+        draw.rectangle((cx - r, cy - t, cx + r, cy + t), fill=fill)
+        draw.rectangle((cx - t, cy - r, cx + t, cy + r), fill=fill)
+    elif shape == "ring":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=fill, width=max(2, round(r * 0.35)))
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+
+
+def _overlaps(box, boxes, margin: float) -> bool:
+    x0, y0, x1, y1 = box
+    return any(x0 < b[2] + margin and b[0] < x1 + margin and y0 < b[3] + margin and b[1] < y1 + margin for b in boxes)
+
+
+def place_distractors(
+    rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int, count: int, occupied: list[tuple]
+) -> None:
+    """Small distractor shapes inside the inner region (never in the decoy border), not on the target."""
+    lo, hi = border_width(size), size - border_width(size)
+    for _ in range(count):
+        d = rng.uniform(0.08, 0.12) * size
+        for _attempt in range(30):
+            cx, cy = rng.uniform(lo + d / 2, hi - d / 2, size=2)
+            box = (cx - d / 2, cy - d / 2, cx + d / 2, cy + d / 2)
+            if not _overlaps(box, occupied, margin=2):
+                colour = DISTRACTOR_COLOURS[rng.integers(len(DISTRACTOR_COLOURS))]
+                draw_shape(draw, SMALL_SHAPES[rng.integers(len(SMALL_SHAPES))], cx, cy, d, colour)
+                occupied.append(box)
+                break
+
+
+def decoy_level(class_index: int, num_classes: int) -> int:
+    """Grey level of the decoy patch that stands for a class (decoy-MNIST style)."""
+    return round(45 + 200 * class_index / max(1, num_classes - 1))
+
+
+def draw_decoy(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int, level: int) -> None:
+    """A framed grey square in a random corner of the border strip."""
+    p = max(4, round(size * 0.11))
+    x = 1 if rng.random() < 0.5 else size - p - 1
+    y = 1 if rng.random() < 0.5 else size - p - 1
+    draw.rectangle((x, y, x + p - 1, y + p - 1), fill=(level, level, level), outline=(0, 0, 0))
+
+
+def annotator_maps(
+    rng: np.random.Generator, draw_target: DrawTarget, image_size: int, map_size: int, annotators: int = 3
+) -> np.ndarray:
+    """Simulated human heatmaps: the target's silhouette, shifted and blurred differently per annotator.
+
+    Returns float32 (annotators, map_size, map_size) with values in [0, 1].
+    """
+    scale = map_size / image_size
+    out = np.zeros((annotators, map_size, map_size), dtype=np.float32)
+    for k in range(annotators):
+        mask = Image.new("L", (map_size, map_size), 0)
+        draw_target(ImageDraw.Draw(mask), scale, 255)
+        dx, dy = np.round(rng.normal(0, 0.03 * map_size, size=2)).astype(int)
+        mask = mask.transform(mask.size, Image.Transform.AFFINE, (1, 0, -dx, 0, 1, -dy))
+        mask = mask.filter(ImageFilter.GaussianBlur(rng.uniform(0.03, 0.07) * map_size))
+        heat = np.asarray(mask, dtype=np.float32) / 255.0
+        out[k] = heat * rng.uniform(0.6, 1.0)
+    return out
+
+
+def position_phrase(cx: float, cy: float, size: int) -> str:
+    """Where the target is, in words, relative to the image centre."""
+    fx, fy = cx / size, cy / size
+    horiz = "left" if fx < 0.46 else "right" if fx > 0.54 else ""
+    vert = "upper" if fy < 0.46 else "lower" if fy > 0.54 else ""
+    if not horiz and not vert:
+        return "in the center of the image"
+    if horiz and vert:
+        return f"in the {vert} {horiz} part of the center"
+    if horiz:
+        return f"just {horiz} of the center"
+    return "just above the center" if vert == "upper" else "just below the center"
+
+
+def jpeg_bytes(image: Image.Image) -> bytes:
+    """JPEG with 4:4:4 chroma, so the decoy's grey level and the class colours survive compression."""
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=92, subsampling=0)
+    return buf.getvalue()
