@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from megl.config import REPO_ROOT, ConfigError, load_params
+from megl.config import ConfigError, load_params
 from megl.data.extract import extract_dataset
 from megl.data.records import DataError
 
@@ -17,7 +17,7 @@ def main() -> None:
     parser.add_argument("--raw-dir", type=Path, help="override datasets.<dataset>.raw_dir")
     parser.add_argument("--out", type=Path, help="output dir (default: data/<dataset>)")
     parser.add_argument("--report", type=Path, help="report path (default: metrics/<dataset>/dataset.json)")
-    parser.add_argument("--params", type=Path, default=REPO_ROOT / "params.yaml")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="outputs go under its folder")
     args = parser.parse_args()
     try:
         params = load_params(args.params)
@@ -28,8 +28,8 @@ def main() -> None:
             args.dataset,
             cfg,
             params.split,
-            args.out or REPO_ROOT / "data" / args.dataset,
-            args.report or REPO_ROOT / "metrics" / args.dataset / "dataset.json",
+            args.out or params.root / "data" / args.dataset,
+            args.report or params.root / "metrics" / args.dataset / "dataset.json",
         )
     except (ConfigError, DataError) as exc:
         sys.exit(f"extract {args.dataset}: {exc}")

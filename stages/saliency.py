@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from megl.config import REPO_ROOT, ConfigError, load_params
+from megl.config import ConfigError, load_params
 from megl.data.records import DataError
 from megl.data.saliency import build_saliency
 
@@ -15,18 +15,18 @@ def main() -> None:
     parser.add_argument("--dataset", required=True, help="a key of the params 'datasets' block")
     parser.add_argument("--data", type=Path, help="extracted dataset dir (default: data/<dataset>)")
     parser.add_argument("--report", type=Path, help="report path (default: metrics/<dataset>/saliency.json)")
-    parser.add_argument("--params", type=Path, default=REPO_ROOT / "params.yaml")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="outputs go under its folder")
     args = parser.parse_args()
-    data = args.data or REPO_ROOT / "data" / args.dataset
     try:
         params = load_params(args.params)
+        data = args.data or params.root / "data" / args.dataset
         report = build_saliency(
             args.dataset,
             params.dataset(args.dataset),
             params.saliency,
             data,
             data / "saliency",
-            args.report or REPO_ROOT / "metrics" / args.dataset / "saliency.json",
+            args.report or params.root / "metrics" / args.dataset / "saliency.json",
         )
     except (ConfigError, DataError) as exc:
         sys.exit(f"saliency {args.dataset}: {exc}")

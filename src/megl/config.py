@@ -17,8 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_PARAMS = REPO_ROOT / "params.yaml"
+DEFAULT_PARAMS = Path("params.yaml")
 
 LAYOUTS = ("vqax_park", "vqax_nlx", "actx_park", "actx_nlx")
 
@@ -141,21 +140,20 @@ class DatasetConfig:
         if self.task == "objects" and self.labels.coarsen:
             raise ConfigError(f"{where}.labels.coarsen: applies to ACT-X layouts only")
 
-    def resolve(self, path: str | None, default: Path) -> Path:
-        return default if path is None else _repo_path(path)
-
+    # Paths are absolute once load_params has resolved them against the params file's folder.
     @property
     def raw_path(self) -> Path:
-        return _repo_path(self.raw_dir)
+        return Path(self.raw_dir)
 
     @property
     def image_root_path(self) -> Path:
-        return self.resolve(self.image_root, self.raw_path / "images")
+        return self.raw_path / "images" if self.image_root is None else Path(self.image_root)
 
     @property
     def visual_dir_path(self) -> Path:
-        default = self.raw_path / ("Annotations/visual" if self.task == "objects" else "visual")
-        return self.resolve(self.visual_dir, default)
+        if self.visual_dir is not None:
+            return Path(self.visual_dir)
+        return self.raw_path / ("Annotations/visual" if self.task == "objects" else "visual")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +174,7 @@ class SaliencyConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Params:
+    root: Path  # the params file's folder: relative paths in the file, and stage outputs, live under it
     split: SplitConfig
     synthetic: dict[str, SyntheticConfig]
     datasets: dict[str, DatasetConfig]
@@ -192,11 +191,6 @@ class Params:
         return self.synthetic[name]
 
 
-def _repo_path(path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else REPO_ROOT / p
-
-
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     path = Path(path)
     try:
@@ -207,15 +201,35 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
+    if "root" in raw:
+        raise ConfigError(f"{path}: 'root' is not a params key (it is the params file's folder)")
+    root = path.resolve().parent
     try:
-        params = _build(Params, raw, "")
+        params = _build(Params, {**raw, "root": str(root)}, "")
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    params = _resolve_paths(params, root)
     try:
         _validate_tree(params, "")
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return params
+
+
+def _resolve_paths(params: Params, root: Path) -> Params:
+    """Make every path absolute against the params file's folder (DVC may run stages elsewhere)."""
+
+    def absolute(path: str | None) -> str | None:
+        return None if path is None else str(root / path)  # an absolute path stays as it is
+
+    datasets = {
+        name: dataclasses.replace(
+            d, raw_dir=absolute(d.raw_dir), image_root=absolute(d.image_root), visual_dir=absolute(d.visual_dir)
+        )
+        for name, d in params.datasets.items()
+    }
+    synthetic = {name: dataclasses.replace(s, out_dir=absolute(s.out_dir)) for name, s in params.synthetic.items()}
+    return dataclasses.replace(params, root=root, datasets=datasets, synthetic=synthetic)
 
 
 def _validate_tree(obj: Any, where: str) -> None:
@@ -286,6 +300,8 @@ def _build(tp: Any, value: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{label}: expected a number, got {value!r}")
         return float(value)
+    if tp is Path:
+        return Path(value)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{label}: expected a string, got {value!r}")

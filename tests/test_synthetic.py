@@ -1,0 +1,105 @@
+"""The synthetic benchmark: deterministic bytes, the real layouts, and a decoy planted where it must be."""
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from megl.config import load_params
+from megl.data.extract import extract_dataset
+from megl.data.saliency import build_saliency
+from megl.data.synthetic import generate
+
+
+def small(repo, name, **kw):
+    cfg = load_params(repo / "params.yaml").synthetic_source(name)
+    base = dict(num_samples=240, num_classes=4, image_size=32, map_size=24, visual_fraction=0.2)
+    base.update(kw)
+    return dataclasses.replace(cfg, **base)
+
+
+def digest(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("name", ["object_me", "action_me"])
+def test_same_seed_gives_identical_bytes(repo, tmp_path, name):
+    params = load_params(repo / "params.yaml")
+    cfg = small(repo, name)
+    generate(cfg, params.split, tmp_path / "a")
+    generate(cfg, params.split, tmp_path / "b")
+    a, b = digest(tmp_path / "a"), digest(tmp_path / "b")
+    assert a == b and len(a) > 240
+    generate(dataclasses.replace(cfg, seed=1), params.split, tmp_path / "c")
+    assert digest(tmp_path / "c") != a
+
+
+@pytest.mark.parametrize("name", ["object_me", "action_me"])
+def test_benchmark_through_the_real_readers(repo, tmp_path, name):
+    params = load_params(repo / "params.yaml")
+    cfg = small(repo, name, num_samples=400)
+    raw = tmp_path / "raw"
+    summary = generate(cfg, params.split, raw)
+    ds = dataclasses.replace(params.dataset(name), raw_dir=str(raw), image_size=32)
+    report = extract_dataset(name, ds, params.split, tmp_path / "data", tmp_path / "dataset.json")
+    manifest = pd.read_parquet(tmp_path / "data/manifest.parquet")
+    truth = json.loads((raw / "synthetic_truth.json").read_text())["samples"]
+
+    # extraction keeps exactly the samples meant to be kept, and splits them as the plan says
+    assert report["samples"]["kept"] == summary["expected_kept"] == len(manifest)
+    assert all(truth[s]["final_split"] == split for s, split in zip(manifest["sample_id"], manifest["split"]))
+    assert report["samples"]["in"] == summary["samples_written"]
+    if name == "object_me":
+        assert report["samples"]["rejected_by_reason"]["off_topic_question"] == summary["samples_written"] - summary["expected_kept"]
+    else:
+        assert report["samples"]["rejected_by_reason"]["class_too_small"] == cfg.rare_class_samples
+    assert report["table1"]["classes"] == cfg.num_classes
+
+    # the decoy agrees with the label in ~decoy_agreement of train, at chance elsewhere
+    agrees = {s: truth[s]["decoy_agrees"] for s in manifest["sample_id"]}
+    rate = manifest.groupby("split")["sample_id"].agg(lambda ids: np.mean([agrees[i] for i in ids]))
+    chance = 1 / cfg.num_classes
+    n = manifest["split"].value_counts()
+
+    def four_sd(p, split):  # binomial: a fixed seed, but the bound should not depend on luck
+        return 4 * np.sqrt(p * (1 - p) / n[split])
+
+    train_p = cfg.decoy_agreement + (1 - cfg.decoy_agreement) * chance
+    assert rate["train"] == pytest.approx(train_p, abs=four_sd(train_p, "train"))
+    assert rate["test"] == pytest.approx(chance, abs=four_sd(chance, "test"))
+
+    # maps only for source val/test, one explanation per train sample and three per val/test sample
+    assert (manifest["has_visual"] == (manifest["source_split"] != "train")).all()
+    n_exp = manifest["explanations"].map(len)
+    assert (n_exp[manifest["source_split"] == "train"] == 1).all() and (n_exp[manifest["source_split"] != "train"] == 3).all()
+    labels = manifest.set_index("sample_id")["label"]
+    first_words = {labels[s].split()[0] for s in manifest["sample_id"][:50]}
+    assert first_words  # labels are the class names, e.g. "red circle" / "waving"
+
+    # the heatmaps sit on the target
+    sal = build_saliency(name, ds, params.saliency, tmp_path / "data", tmp_path / "data/saliency", tmp_path / "sal.json")
+    assert sal["maps_aggregated"] == report["table1"]["visual"]
+    index = np.load(tmp_path / "data/saliency/index.npy")
+    maps = np.load(tmp_path / "data/saliency/maps_32.npy")
+    for row in np.flatnonzero(index >= 0)[:20]:
+        x0, y0, x1, y1 = truth[manifest["sample_id"][row]]["target_box"]
+        m = maps[index[row]]
+        inside = m[max(0, int(y0)) : int(y1) + 1, max(0, int(x0)) : int(x1) + 1].sum()
+        assert inside / m.sum() > 0.7
+
+
+def test_explanations_mention_the_class_attributes(repo, tmp_path):
+    params = load_params(repo / "params.yaml")
+    generate(small(repo, "object_me"), params.split, tmp_path)
+    exps = json.loads((tmp_path / "Annotations/val_exp_anno.json").read_text())
+    truth = json.loads((tmp_path / "synthetic_truth.json").read_text())["samples"]
+    for qid, texts in exps.items():
+        label = truth[qid]["label"]
+        if label:
+            colour = label.split()[0]
+            assert all(colour in t for t in texts)
+            assert len(set(texts)) == 3
