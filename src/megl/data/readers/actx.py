@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from megl.data.json_files import duplicate_keys, expect_mapping, load_json
 from megl.data.readers.common import (
     RecordError,
     checked_image_name,
     clean_explanations,
+    entries,
     index_visual_maps,
     reject,
     require,
@@ -41,14 +41,8 @@ def _read(raw_dir: Path, image_root: Path, visual_dir: Path, *, nlx: bool) -> Re
     seen: set[str] = set()
     pattern = "actX_{split}.json" if nlx else "textual/exp_{split}_split.json"
     for split, path in split_files(raw_dir, pattern, SPLITS):
-        entries = expect_mapping(load_json(path, track_duplicates=True), path, "{key: record}")
-        for key in duplicate_keys(entries):
-            reject(result, key, path, RecordError("duplicate_id", "repeated key in this file"))
-        for key, record in entries.items():
+        for key, record in entries(path, result, seen, "{key: record}"):
             try:
-                if key in seen:
-                    raise RecordError("duplicate_id", "already read from an earlier split file")
-                seen.add(key)
                 if nlx:
                     explanations = clean_explanations(require(record, "explanation", (str, list)), result)
                     image_name = require(record, "image_name", str)

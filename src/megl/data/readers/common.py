@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from megl.data.json_files import duplicate_keys, expect_mapping, load_json
 from megl.data.paths import UnsafePath, safe_join
-from megl.data.records import ReadResult, Rejection
+from megl.data.records import DataError, ReadResult, Rejection
 
 MAP_SUFFIXES = (".npz", ".npy")
 
@@ -93,10 +94,22 @@ def reject(result: ReadResult, sample_id: str, source: Path, error: RecordError)
 
 def split_files(raw_dir: Path, pattern: str, splits: tuple[str, ...]) -> list[tuple[str, Path]]:
     """The layout's per-split annotation files; all must exist (a missing one is a clear error)."""
-    from megl.data.records import DataError
-
     files = [(split, raw_dir / pattern.format(split=split)) for split in splits]
     missing = [str(p) for _, p in files if not p.is_file()]
     if missing:
         raise DataError(f"annotation file(s) not found: {', '.join(missing)} (layout expects {pattern})")
     return files
+
+
+def entries(path: Path, result: ReadResult, seen: set[str], what: str) -> Iterator[tuple[str, Any]]:
+    """The {id: record} entries of one split file, each id once: repeats in the file or across
+    the split files are rejected as duplicate_id (the first occurrence stays)."""
+    data = expect_mapping(load_json(path, track_duplicates=True), path, what)
+    for key in duplicate_keys(data):
+        reject(result, key, path, RecordError("duplicate_id", "repeated key in this file"))
+    for key, record in data.items():
+        if key in seen:
+            reject(result, key, path, RecordError("duplicate_id", "already read from an earlier split file"))
+            continue
+        seen.add(key)
+        yield key, record

@@ -13,11 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from megl.data.json_files import duplicate_keys, expect_mapping, load_json
+from megl.data.json_files import expect_mapping, load_json
 from megl.data.readers.common import (
     RecordError,
     checked_image_name,
     clean_explanations,
+    entries,
     index_visual_maps,
     reject,
     require,
@@ -74,14 +75,8 @@ def read_park(raw_dir: Path, image_root: Path, visual_dir: Path) -> ReadResult:
     used_maps: set[str] = set()
     seen: set[str] = set()
     for split, path in exp_files:
-        entries = expect_mapping(load_json(path, track_duplicates=True), path, "{question_id: [explanations]}")
-        for qid in duplicate_keys(entries):
-            reject(result, qid, path, RecordError("duplicate_id", "repeated key in this file"))
-        for qid, exps in entries.items():
+        for qid, exps in entries(path, result, seen, "{question_id: [explanations]}"):
             try:
-                if qid in seen:
-                    raise RecordError("duplicate_id", "already read from an earlier split file")
-                seen.add(qid)
                 explanations = clean_explanations(exps, result)
                 if qid not in questions:
                     raise RecordError("missing_question", f"not in Questions/v2_OpenEnded_mscoco_*_questions.json")
@@ -117,14 +112,8 @@ def read_nlx(raw_dir: Path, image_root: Path, visual_dir: Path) -> ReadResult:
     used_maps: set[str] = set()
     seen: set[str] = set()
     for split, path in split_files(raw_dir, "vqaX_{split}.json", SPLITS):
-        entries = expect_mapping(load_json(path, track_duplicates=True), path, "{question_id: record}")
-        for qid in duplicate_keys(entries):
-            reject(result, qid, path, RecordError("duplicate_id", "repeated key in this file"))
-        for qid, record in entries.items():
+        for qid, record in entries(path, result, seen, "{question_id: record}"):
             try:
-                if qid in seen:
-                    raise RecordError("duplicate_id", "already read from an earlier split file")
-                seen.add(qid)
                 explanations = clean_explanations(require(record, "explanation", (str, list)), result)
                 result.samples.append(
                     RawSample(

@@ -97,17 +97,13 @@ def figure_drawer(pose, cx: float, cy: float, height: float, jitter: np.ndarray)
 def _render(cfg: SyntheticConfig, p: PlannedSample, pose):
     rng = sample_rng(cfg.seed, p.index)
     s = cfg.image_size
-    img = scene.background(rng, s)
-    draw = ImageDraw.Draw(img)
     height = rng.uniform(0.5, 0.6) * s
     cx, cy = rng.uniform(0.42, 0.58, size=2) * s
     draw_target = figure_drawer(pose, cx, cy, height, rng.normal(0, 6, size=9))
     box = (cx - height / 2, cy - height / 2, cx + height / 2, cy + height / 2)
-    draw_target(draw, 1.0, FIGURE_COLOURS[int(rng.integers(len(FIGURE_COLOURS)))])
-    scene.place_distractors(rng, draw, s, cfg.distractors, [box])
-    scene.draw_decoy(rng, draw, s, scene.decoy_level(p.decoy_class, cfg.num_classes))
-    maps = scene.annotator_maps(rng, draw_target, s, cfg.map_size) if p.has_visual else None
-    return scene.jpeg_bytes(img), maps, box, scene.position_phrase(cx, cy, s), rng
+    colour = FIGURE_COLOURS[int(rng.integers(len(FIGURE_COLOURS)))]
+    jpeg, maps = scene.compose(rng, cfg, p.decoy_class, p.has_visual, draw_target, colour, box)
+    return jpeg, maps, box, scene.position_phrase(cx, cy, s), rng
 
 
 def generate(cfg: SyntheticConfig, split_cfg: SplitConfig, out_dir: Path) -> dict:

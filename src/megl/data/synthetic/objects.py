@@ -80,8 +80,6 @@ def _off_topic_answers(rng: np.random.Generator, answer: str | None) -> list[dic
 def _render(cfg: SyntheticConfig, p: PlannedSample, colour: str, shape: str):
     rng = sample_rng(cfg.seed, p.index)
     s = cfg.image_size
-    img = scene.background(rng, s)
-    draw = ImageDraw.Draw(img)
     size = rng.uniform(0.28, 0.36) * s
     cx, cy = rng.uniform(0.38, 0.62, size=2) * s
     box = (cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2)
@@ -89,11 +87,8 @@ def _render(cfg: SyntheticConfig, p: PlannedSample, colour: str, shape: str):
     def draw_target(d: ImageDraw.ImageDraw, scale: float, fill) -> None:
         scene.draw_shape(d, shape, cx * scale, cy * scale, size * scale, fill)
 
-    draw_target(draw, 1.0, COLOURS[colour])
-    scene.place_distractors(rng, draw, s, cfg.distractors, [box])
-    scene.draw_decoy(rng, draw, s, scene.decoy_level(p.decoy_class, cfg.num_classes))
-    maps = scene.annotator_maps(rng, draw_target, s, cfg.map_size) if p.has_visual else None
-    return scene.jpeg_bytes(img), maps, box, scene.position_phrase(cx, cy, s), rng
+    jpeg, maps = scene.compose(rng, cfg, p.decoy_class, p.has_visual, draw_target, COLOURS[colour], box)
+    return jpeg, maps, box, scene.position_phrase(cx, cy, s), rng
 
 
 def generate(cfg: SyntheticConfig, split_cfg: SplitConfig, out_dir: Path) -> dict:

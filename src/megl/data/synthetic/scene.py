@@ -110,6 +110,29 @@ def annotator_maps(
     return out
 
 
+def compose(
+    rng: np.random.Generator,
+    cfg,
+    decoy_class: int,
+    with_maps: bool,
+    draw_target: DrawTarget,
+    target_fill: tuple[int, int, int],
+    target_box: tuple[float, float, float, float],
+) -> tuple[bytes, np.ndarray | None]:
+    """One benchmark image around a drawn target: background, target, distractors, decoy.
+
+    Returns the JPEG bytes and, when with_maps, the annotators' heatmaps of the target.
+    """
+    s = cfg.image_size
+    img = background(rng, s)
+    draw = ImageDraw.Draw(img)
+    draw_target(draw, 1.0, target_fill)
+    place_distractors(rng, draw, s, cfg.distractors, [target_box])
+    draw_decoy(rng, draw, s, decoy_level(decoy_class, cfg.num_classes))
+    maps = annotator_maps(rng, draw_target, s, cfg.map_size) if with_maps else None
+    return jpeg_bytes(img), maps
+
+
 def position_phrase(cx: float, cy: float, size: int) -> str:
     """Where the target is, in words, relative to the image centre."""
     fx, fy = cx / size, cy / size
