@@ -11,6 +11,7 @@ from layouts import heatmaps
         (heatmaps((3, 20, 24)), (3, 20, 24)),
         (np.moveaxis(heatmaps((3, 20, 24)), 0, 2), (3, 20, 24)),  # (H, W, 3)
         (heatmaps((3, 20, 24))[0], (1, 20, 24)),  # (H, W)
+        (heatmaps((3, 8, 8)), (3, 8, 8)),  # small maps: the annotator axis is still the short one
     ],
 )
 @pytest.mark.parametrize("fmt", ["npy", "npz"])
@@ -35,6 +36,7 @@ def test_npz_with_one_2d_member_per_annotator(tmp_path):
     [
         (lambda p: np.save(p / "m.npy", np.ones((4, 5, 6, 7))), "visual_bad_shape"),
         (lambda p: np.save(p / "m.npy", np.ones((20, 9, 30))), "visual_bad_shape"),
+        (lambda p: np.save(p / "m.npy", np.ones((3, 3, 3))), "visual_bad_shape"),
         (lambda p: np.savez(p / "m.npz", a=np.ones((3, 8, 8)), b=np.ones((3, 8, 8))), "visual_bad_shape"),
         (lambda p: np.save(p / "m.npy", np.full((3, 10, 10), np.nan)), "visual_nan"),
         (lambda p: np.save(p / "m.npy", np.zeros((3, 10, 10))), "visual_all_zero"),

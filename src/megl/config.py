@@ -10,6 +10,7 @@ Why not pydantic: the core package must import with torch/transformers/numpy/pan
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -99,8 +100,6 @@ class LabelConfig:
             raise ConfigError(f"{where}.min_samples_per_class: must be >= 1")
         if self.max_classes < 2:
             raise ConfigError(f"{where}.max_classes: must be >= 2")
-        import re
-
         for i, pattern in enumerate(self.question_patterns):
             try:
                 re.compile(pattern)

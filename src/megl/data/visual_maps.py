@@ -27,10 +27,11 @@ def _to_khw(array: np.ndarray, name: str) -> np.ndarray:
     if array.ndim == 2:
         return array[None]
     if array.ndim == 3:
+        # the annotator axis is the short one: at most MAX_ANNOTATORS and smaller than H and W
         k_first, k_last = array.shape[0], array.shape[2]
-        if k_first <= MAX_ANNOTATORS < min(array.shape[1:]):
+        if k_first <= MAX_ANNOTATORS and k_first < min(array.shape[1:]):
             return array
-        if k_last <= MAX_ANNOTATORS < min(array.shape[:2]):
+        if k_last <= MAX_ANNOTATORS and k_last < min(array.shape[:2]):
             return np.moveaxis(array, 2, 0)
     raise BadMap("visual_bad_shape", f"{name}: shape {array.shape} is not (K,H,W), (H,W,K) or (H,W)")
 
