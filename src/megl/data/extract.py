@@ -91,7 +91,7 @@ def extract_dataset(
     out_dir: Path,
     report_path: Path,
 ) -> dict:
-    """Run extraction; returns the report that was written to report_path."""
+    """Run extraction; returns the report written to report_path, plus the run's seconds."""
     started = time.perf_counter()
     raw_dir = cfg.raw_path
     read = read_layout(cfg.layout, raw_dir, cfg.image_root_path, cfg.visual_dir_path)
@@ -117,7 +117,6 @@ def extract_dataset(
 
     total_in = len(read.samples) + len(read.rejections)
     report = _report(name, cfg, manifest, classes, rejections, read, total_in, raw_dir)
-    report["seconds"] = round(time.perf_counter() - started, 3)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     # Everything is computed before the first rename, so a failure above leaves old outputs intact.
@@ -125,9 +124,9 @@ def extract_dataset(
         pq.write_table(pa.Table.from_pandas(manifest, schema=MANIFEST_SCHEMA, preserve_index=False), tmp)
     image_io.write_store(out_dir / "images.npy", pixels, cfg.image_size)
     write_json(out_dir / "classes.json", classes)
-    # The report is a DVC metric: keep it free of timings so reruns are byte-identical.
-    write_json(report_path, {k: v for k, v in report.items() if k != "seconds"})
-    return report
+    # The report is a DVC metric: timings stay out of it so reruns are byte-identical.
+    write_json(report_path, report)
+    return {**report, "seconds": round(time.perf_counter() - started, 3)}
 
 
 def _label(samples: list[RawSample], cfg: DatasetConfig, rejections: _Rejections) -> list[_Candidate]:
