@@ -1,0 +1,1 @@
+"""Backbones, differentiable Grad-CAM, the SDTG text head and the MEGL module."""

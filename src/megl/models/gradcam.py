@@ -1,0 +1,48 @@
+"""Batched, differentiable Grad-CAM from the one forward pass (no hooks, no second forward).
+
+    w_k   = mean_{i,j} d score / d A_k[i,j]          (channel weights)
+    CAM   = ReLU(sum_k w_k A_k)                        (B, h, w)
+    Â     = per-sample min-max of CAM, with eps        (what the explanation losses see)
+
+`score` is the logit of the ground-truth class while training and of the predicted class at
+evaluation. Because samples do not interact between the CAM layer and the logits (no BatchNorm
+there), the gradient of the summed scores gives every sample its own Grad-CAM in one call.
+
+Modes:
+  create_graph  true double backprop: the loss also differentiates through the channel weights
+  detached      weights are constants (the authors' prototype, RES): the loss reaches the model
+                only through the activations; cheaper
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+Mode = Literal["create_graph", "detached"]
+
+
+def grad_cam(activations: torch.Tensor, scores: torch.Tensor, mode: Mode = "create_graph") -> torch.Tensor:
+    """Raw ReLU Grad-CAM, (B, h, w), for activations (B, C, h, w) and per-sample scores (B,)."""
+    if mode not in ("create_graph", "detached"):
+        raise ValueError(f"unknown Grad-CAM mode {mode!r}")
+    (grads,) = torch.autograd.grad(
+        scores.sum(), activations, create_graph=mode == "create_graph", retain_graph=True
+    )
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    if mode == "detached":
+        weights = weights.detach()
+    return torch.relu((weights * activations).sum(dim=1))
+
+
+def normalise(cam: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per-sample min-max to [0, 1] (never over the batch). An all-zero CAM stays zero."""
+    flat = cam.flatten(1)
+    lo = flat.min(dim=1, keepdim=True).values
+    hi = flat.max(dim=1, keepdim=True).values
+    return ((flat - lo) / (hi - lo + eps)).view_as(cam)
+
+
+def class_scores(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    return logits.gather(1, classes.view(-1, 1)).squeeze(1)
