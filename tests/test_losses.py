@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from megl.losses import Terms, consistency_kl, explanation_loss, prediction_loss, visual_l1
+from megl.config import VariantConfig as Terms
+from megl.losses import consistency_kl, explanation_loss, prediction_loss, visual_l1
 
 CAM = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.5, 0.5], [0.0, 1.0]]])
 GT = torch.tensor([[[1.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])

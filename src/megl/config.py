@@ -172,12 +172,71 @@ class SaliencyConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class BackboneParams:
+    profile: Literal["tiny", "paper"]
+    grid: int  # the CAM grid this backbone produces at the dataset's image size (saliency must have it)
+    pretrained_path: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantConfig:
+    """Which loss terms a variant trains with (paper Table 4)."""
+
+    visual: bool
+    text: bool
+    consistency: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    seed: int
+    epochs: int
+    batch_size: int
+    lr: float  # classifier
+    text_lr: float  # SDTG projections, LoRA, embeddings
+    weight_decay: float
+    grad_accum: int
+    max_grad_norm: float
+    cam_mode: Literal["create_graph", "detached"]
+    cam_eps: float
+    lambda_visual: float
+    lambda_textual: float
+    eval_batch_size: int = 64
+
+    def validate(self, where: str) -> None:
+        for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name}: must be >= 1")
+        for name in ("lr", "text_lr", "max_grad_norm", "cam_eps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{where}.{name}: must be > 0")
+        for name in ("weight_decay", "lambda_visual", "lambda_textual"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{where}.{name}: must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     root: Path  # the params file's folder: relative paths in the file, and stage outputs, live under it
     split: SplitConfig
     synthetic: dict[str, SyntheticConfig]
     datasets: dict[str, DatasetConfig]
     saliency: SaliencyConfig
+    backbones: dict[str, BackboneParams]
+    variants: dict[str, VariantConfig]
+    train: TrainConfig
+    # validated against megl.models.sdtg.TextHeadConfig by the training code (keeps this module light)
+    text_head: dict[str, Any]
+
+    def backbone(self, name: str) -> BackboneParams:
+        if name not in self.backbones:
+            raise ConfigError(f"unknown backbone {name!r}; params.yaml defines {sorted(self.backbones)}")
+        return self.backbones[name]
+
+    def variant(self, name: str) -> VariantConfig:
+        if name not in self.variants:
+            raise ConfigError(f"unknown variant {name!r}; params.yaml defines {sorted(self.variants)}")
+        return self.variants[name]
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.datasets:
@@ -228,7 +287,13 @@ def _resolve_paths(params: Params, root: Path) -> Params:
         for name, d in params.datasets.items()
     }
     synthetic = {name: dataclasses.replace(s, out_dir=absolute(s.out_dir)) for name, s in params.synthetic.items()}
-    return dataclasses.replace(params, root=root, datasets=datasets, synthetic=synthetic)
+    backbones = {name: dataclasses.replace(b, pretrained_path=absolute(b.pretrained_path)) for name, b in params.backbones.items()}
+    return dataclasses.replace(params, root=root, datasets=datasets, synthetic=synthetic, backbones=backbones)
+
+
+def build_dataclass(tp: Any, value: Any, where: str) -> Any:
+    """Strictly build dataclass `tp` from YAML data (for blocks validated outside this module)."""
+    return _build(tp, value, where)
 
 
 def _validate_tree(obj: Any, where: str) -> None:
@@ -301,6 +366,8 @@ def _build(tp: Any, value: Any, where: str) -> Any:
         return float(value)
     if tp is Path:
         return Path(value)
+    if tp is Any:
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{label}: expected a string, got {value!r}")

@@ -9,10 +9,10 @@ terms off (params `variants`), the loss functions themselves never change.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
+
+from megl.config import VariantConfig
 
 
 def prediction_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -36,23 +36,8 @@ def consistency_kl(cam: torch.Tensor, mean_map: torch.Tensor, eps: float = 1e-8)
     return (p * (p.log() - q.log())).sum(dim=1)
 
 
-@dataclasses.dataclass(frozen=True)
-class LossWeights:
-    visual: float
-    textual: float
-
-
-@dataclasses.dataclass(frozen=True)
-class Terms:
-    """Which terms a variant trains with (paper Table 4)."""
-
-    visual: bool  # L1 to the GT map where one exists
-    text: bool  # SDTG token NLL (its gradient also reaches Â through I ⊙ Â)
-    consistency: bool  # KL to the mean map where no GT map exists
-
-
-def explanation_loss(cam, target, has_target, mean_map, terms: Terms, eps: float = 1e-8) -> torch.Tensor:
-    """mean over the batch of I_V · L1 + (1 − I_V) · KL, with either part switched off by `terms`."""
+def explanation_loss(cam, target, has_target, mean_map, terms: VariantConfig, eps: float = 1e-8) -> torch.Tensor:
+    """mean over the batch of I_V · L1 + (1 − I_V) · KL; terms.visual / terms.consistency switch each off."""
     zero = cam.new_zeros(cam.shape[0])
     has = has_target.to(cam.dtype)
     l1 = visual_l1(cam, target) if terms.visual else zero

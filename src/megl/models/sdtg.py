@@ -1,0 +1,269 @@
+"""SDTG text head: Saliency-Driven Textual Grounding (paper §3.3).
+
+V_I = W_I · pool(f(I)_feature),  V_A = W_A · pool(CLIP(I ⊙ Â)),  V = V_A + V_I
+is a prefix of prefix_grid² embeddings for a causal LM (LoRA via peft), and
+L_textual is the mean NLL of the ground-truth explanation tokens given V.
+
+Why some choices:
+- The prefix keeps a prefix_grid × prefix_grid spatial grid (instead of one pooled
+  vector) so the LM can tell *where* the saliency mass lies.
+- Â enters only through `images * cam` and the frozen CLIP is differentiable w.r.t. its
+  input, so ∂L_textual/∂Â exists: this is the paper's "textual supervision on visual
+  explanations" (§3.4.1). Nothing here detaches the cam.
+- Our tokenizer is new, so the LM's embedding and output layers must be re-learnt:
+  with `train_embeddings` they are peft `modules_to_save` (trainable copies).
+- Nothing is seeded here; the caller seeds torch before building the head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+from torch import nn
+from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# Eager attention everywhere: it is deterministic on CPU/GPU and has a double backward,
+# which the Grad-CAM `create_graph` mode may need when gradients cross this head.
+ATTN = "eager"
+
+
+@dataclasses.dataclass(frozen=True)
+class TextHeadConfig:
+    profile: str = "tiny"  # "tiny": random-init small models; "paper": local checkpoints
+    prefix_grid: int = 2  # prefix = prefix_grid x prefix_grid tokens
+    clip_path: str | None = None  # paper profile only
+    llm_path: str | None = None  # paper profile only
+    vocab_size: int = 512  # tokenizer training size (used by the caller)
+    max_text_tokens: int = 32  # whole sequence, <bos> and <eos> included
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    train_embeddings: bool = True
+    # tiny profile sizes (the paper profile takes its sizes from the checkpoints)
+    clip_hidden: int = 64
+    clip_layers: int = 2
+    clip_heads: int = 4
+    clip_image_size: int = 64
+    clip_patch: int = 8
+    llm_hidden: int = 64
+    llm_layers: int = 2
+    llm_heads: int = 4
+    llm_intermediate: int = 128
+
+    def __post_init__(self) -> None:
+        if self.profile not in ("tiny", "paper"):
+            raise ValueError(f"TextHeadConfig.profile must be 'tiny' or 'paper', got {self.profile!r}")
+        if self.prefix_grid < 1:
+            raise ValueError("TextHeadConfig.prefix_grid must be >= 1")
+        if self.max_text_tokens < 2:
+            raise ValueError("TextHeadConfig.max_text_tokens must be >= 2 (room for <bos> and <eos>)")
+        # YAML gives lists; a tuple keeps the frozen config hashable.
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+
+
+def _local_path(cfg: TextHeadConfig, field: str) -> str:
+    path = getattr(cfg, field)
+    if path is None:
+        raise FileNotFoundError(
+            f"TextHeadConfig.{field} is None: the 'paper' profile needs a local checkpoint "
+            "folder (nothing is downloaded)"
+        )
+    if not Path(path).exists():
+        raise FileNotFoundError(f"TextHeadConfig.{field} = {str(path)!r} does not exist")
+    return str(path)
+
+
+def _build_backbones(cfg: TextHeadConfig, vocab: int) -> tuple[CLIPVisionModel, LlamaForCausalLM]:
+    if cfg.profile == "tiny":
+        clip = CLIPVisionModel(
+            CLIPVisionConfig(
+                hidden_size=cfg.clip_hidden,
+                intermediate_size=4 * cfg.clip_hidden,
+                num_hidden_layers=cfg.clip_layers,
+                num_attention_heads=cfg.clip_heads,
+                image_size=cfg.clip_image_size,
+                patch_size=cfg.clip_patch,
+                attn_implementation=ATTN,
+            )
+        )
+        llm = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=vocab,
+                hidden_size=cfg.llm_hidden,
+                intermediate_size=cfg.llm_intermediate,
+                num_hidden_layers=cfg.llm_layers,
+                num_attention_heads=cfg.llm_heads,
+                num_key_value_heads=cfg.llm_heads,
+                max_position_embeddings=max(64, cfg.prefix_grid**2 + cfg.max_text_tokens),
+                tie_word_embeddings=False,
+                attn_implementation=ATTN,
+            )
+        )
+        return clip, llm
+    clip_path, llm_path = _local_path(cfg, "clip_path"), _local_path(cfg, "llm_path")
+    # float32 explicitly: transformers 5 defaults to dtype="auto" (a bf16 checkpoint would
+    # load in bf16 and clash with the fp32 projections and the fp32 Grad-CAM).
+    kw = dict(local_files_only=True, attn_implementation=ATTN, dtype=torch.float32)
+    clip = CLIPVisionModel.from_pretrained(clip_path, **kw)
+    llm = LlamaForCausalLM.from_pretrained(llm_path, **kw)
+    llm.resize_token_embeddings(vocab)  # new tokenizer: rows are re-learnt (modules_to_save)
+    return clip, llm
+
+
+class SDTGHead(nn.Module):
+    def __init__(self, cfg: TextHeadConfig, feature_dim: int, tokenizer) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        clip, llm = _build_backbones(cfg, len(tokenizer))
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            setattr(llm.config, name, getattr(tokenizer, name))
+
+        clip.requires_grad_(False)
+        self.clip = clip.eval()
+        self.clip_image_size = clip.config.image_size
+        lora = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.lora_targets),
+            modules_to_save=["embed_tokens", "lm_head"] if cfg.train_embeddings else None,
+        )
+        self.llm = get_peft_model(llm, lora)
+
+        llm_hidden = llm.config.hidden_size
+        self.W_I = nn.Linear(feature_dim, llm_hidden)
+        self.W_A = nn.Linear(clip.config.hidden_size, llm_hidden)
+        # Non-persistent: constants, not part of any checkpoint.
+        self.register_buffer("clip_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("clip_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> "SDTGHead":
+        super().train(mode)
+        self.clip.eval()  # frozen encoder: never let dropout/etc. switch on
+        return self
+
+    # ------------------------------------------------------------------ prefix
+    @staticmethod
+    def _grid_tokens(x: torch.Tensor, grid: int) -> torch.Tensor:
+        """(B, C, h, w) -> (B, grid*grid, C), row-major over the pooled grid."""
+        return F.adaptive_avg_pool2d(x, grid).flatten(2).transpose(1, 2)
+
+    def prefix(self, images: torch.Tensor, cam: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        g = self.cfg.prefix_grid
+        v_i = self.W_I(self._grid_tokens(features, g))
+
+        cam_up = F.interpolate(cam[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)
+        masked = images * cam_up  # Î = I ⊙ Â: the path by which L_textual reaches Â
+        s = self.clip_image_size
+        if masked.shape[-2:] != (s, s):
+            masked = F.interpolate(masked, size=(s, s), mode="bilinear", align_corners=False, antialias=False)
+        pixels = (masked - self.clip_mean) / self.clip_std
+        patches = self.clip(pixel_values=pixels.to(self.clip.dtype)).last_hidden_state[:, 1:]  # drop CLS
+        b, n, d = patches.shape
+        side = math.isqrt(n)
+        patch_grid = patches.transpose(1, 2).reshape(b, d, side, side)
+        v_a = self.W_A(self._grid_tokens(patch_grid.to(self.W_A.weight.dtype), g))
+        return v_a + v_i
+
+    # ------------------------------------------------------------------ text
+    def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # With modules_to_save this is peft's wrapper, i.e. the trainable copy.
+        return self.llm.get_input_embeddings()(input_ids)
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`<bos> text <eos>` right-padded with `<pad>`; at most max_text_tokens in all."""
+        tok = self.tokenizer
+        body = tok(list(texts), add_special_tokens=False)["input_ids"]
+        rows = [[tok.bos_token_id] + ids[: self.cfg.max_text_tokens - 2] + [tok.eos_token_id] for ids in body]
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, : len(r)] = torch.tensor(r)
+            attention_mask[i, : len(r)] = 1
+        device = self.W_I.weight.device
+        return input_ids.to(device), attention_mask.to(device)
+
+    def forward(self, images, cam, features, input_ids, attention_mask) -> torch.Tensor:
+        prefix = self.prefix(images, cam, features)
+        tokens = self._embed(input_ids)
+        b, p = prefix.shape[:2]
+        ones = torch.ones((b, p), dtype=attention_mask.dtype, device=attention_mask.device)
+        # Predict every token after <bos> (eos included); never the prefix, bos or pads.
+        labels = input_ids.masked_fill(attention_mask == 0, -100)
+        labels[:, 0] = -100
+        labels = torch.cat([torch.full((b, p), -100, dtype=labels.dtype, device=labels.device), labels], dim=1)
+        out = self.llm(
+            inputs_embeds=torch.cat([prefix.to(tokens.dtype), tokens], dim=1),
+            attention_mask=torch.cat([ones, attention_mask], dim=1),
+            labels=labels,
+            use_cache=False,
+        )
+        return out.loss
+
+    @torch.no_grad()
+    def generate(self, images, cam, features, max_new_tokens: int | None = None) -> list[str]:
+        """Greedy decoding from prefix + <bos>; stops per sample at <eos>.
+
+        Every sample has the same prefix length and no left padding, so the batch needs no
+        per-sample positions; finished samples keep decoding but their tokens are ignored.
+        The head is put in eval mode meanwhile (LoRA dropout off) so decoding is deterministic.
+        """
+        tok = self.tokenizer
+        max_new = self.cfg.max_text_tokens - 1 if max_new_tokens is None else max_new_tokens
+        was_training = self.training
+        self.eval()
+        try:
+            prefix = self.prefix(images, cam, features)
+            b = prefix.shape[0]
+            bos = torch.full((b, 1), tok.bos_token_id, dtype=torch.long, device=prefix.device)
+            embeds = torch.cat([prefix.to(self._embed(bos).dtype), self._embed(bos)], dim=1)
+            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=prefix.device)
+            done = torch.zeros(b, dtype=torch.bool, device=prefix.device)
+            out_ids: list[torch.Tensor] = []
+            past = None
+            for _ in range(max_new):
+                out = self.llm(inputs_embeds=embeds, attention_mask=mask, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                nxt = out.logits[:, -1].argmax(-1)
+                nxt = nxt.masked_fill(done, tok.pad_token_id)
+                out_ids.append(nxt)
+                done |= nxt == tok.eos_token_id
+                if bool(done.all()):
+                    break
+                embeds = self._embed(nxt[:, None])
+                mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=mask.device)], dim=1)
+        finally:
+            self.train(was_training)
+        texts = []
+        for row in (torch.stack(out_ids, 1).tolist() if out_ids else [[] for _ in range(b)]):
+            if tok.eos_token_id in row:
+                row = row[: row.index(tok.eos_token_id)]
+            texts.append(tok.decode(row, skip_special_tokens=True))
+        return texts
+
+    # ------------------------------------------------------------------ checkpoint
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only what training changes (LoRA, W_I, W_A, re-learnt embeddings): contiguous
+        unshared copies, ready for `safetensors.torch.save_file`."""
+        return {n: p.detach().clone().contiguous() for n, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
+        params = dict(self.named_parameters())
+        expected = {n for n, p in params.items() if p.requires_grad}
+        if set(sd) != expected:
+            missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
+            raise KeyError(f"trainable state mismatch: missing={missing} unexpected={unexpected}")
+        with torch.no_grad():
+            for name, tensor in sd.items():
+                params[name].copy_(tensor)

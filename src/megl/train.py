@@ -1,0 +1,245 @@
+"""Train one (dataset, backbone, variant): an explicit Accelerate loop, read top to bottom.
+
+Single CPU: `python stages/train.py ...`. Several processes / GPUs, with or without DeepSpeed:
+`accelerate launch --config_file configs/accelerate/<name>.yaml stages/train.py ...`.
+Every epoch ends with a checkpoint (Accelerate `save_state`) so `--resume` continues where a
+killed run stopped and reaches the same final weights; the best epoch by validation accuracy is
+exported as safetensors plus the resolved config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs, set_seed
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Sampler
+
+from megl.atomic import atomic_dir, write_json
+from megl.config import Params, build_dataclass
+from megl.data.dataset import ExplanationDataset, collate
+from megl.models.backbones import BackboneConfig, build_classifier
+from megl.models.megl import MEGL
+
+StepLogger = Callable[[int, dict[str, float]], None]
+
+
+class EpochShuffle(Sampler[int]):
+    """A permutation per epoch from (seed, epoch) alone, so a resumed run sees the same order."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+@dataclasses.dataclass
+class RunPaths:
+    model_dir: Path  # exported best model (a DVC output)
+    checkpoint_dir: Path  # per-epoch Accelerate states (not tracked)
+    metrics_file: Path  # per-epoch history, best epoch (a DVC metric)
+
+
+def make_accelerator(grad_accum: int) -> Accelerator:
+    kwargs = []
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false") == "true" and not torch.cuda.is_available():
+        # Without an explicit gloo group every CPU rank believes it is alone and trains on the
+        # whole dataset, silently (REFERENCE.md).
+        kwargs.append(InitProcessGroupKwargs(backend="gloo"))
+    return Accelerator(gradient_accumulation_steps=grad_accum, kwargs_handlers=kwargs)
+
+
+def build_model(params: Params, dataset: ExplanationDataset, backbone: str, variant: str, texts: list[str]):
+    """The MEGL module for a run; the tokenizer (if any) is trained on the train explanations."""
+    bb = params.backbone(backbone)
+    var = params.variant(variant)
+    classifier = build_classifier(BackboneConfig(backbone, bb.profile, bb.pretrained_path), len(dataset.classes))
+    text_head, tokenizer = None, None
+    if var.text:
+        from megl.models.sdtg import SDTGHead, TextHeadConfig
+        from megl.models.tokenizer import train_tokenizer
+
+        head_cfg = build_dataclass(TextHeadConfig, dict(params.text_head), "text_head")
+        tokenizer = train_tokenizer(texts, head_cfg.vocab_size)
+        text_head = SDTGHead(head_cfg, classifier.feature_dim, tokenizer)
+    t = params.train
+    model = MEGL(
+        classifier, text_head, var, dataset.mean_map,
+        lambda_visual=t.lambda_visual, lambda_textual=t.lambda_textual, cam_mode=t.cam_mode, cam_eps=t.cam_eps,
+    )
+    return model, tokenizer
+
+
+def evaluate_accuracy(accelerator: Accelerator, model, loader) -> float:
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for batch in loader:
+            logits = accelerator.unwrap_model(model).classifier(batch["pixels"]).logits
+            pred, label = accelerator.gather_for_metrics((logits.argmax(1), batch["label"]))
+            correct += int((pred == label).sum())
+            total += len(label)
+    model.train()
+    return correct / total
+
+
+def train(
+    params: Params,
+    dataset: str,
+    backbone: str,
+    variant: str,
+    paths: RunPaths,
+    *,
+    resume: bool = False,
+    max_steps: int | None = None,
+    log_step: StepLogger | None = None,
+) -> dict:
+    """Train and export; returns the run summary (also written to paths.metrics_file)."""
+    cfg = params.train
+    set_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True)
+    accelerator = make_accelerator(cfg.grad_accum)
+
+    # --- data -----------------------------------------------------------------------------------
+    data_dir = params.root / "data" / dataset
+    grid = params.backbone(backbone).grid
+    train_set = ExplanationDataset(data_dir, "train", grid, seed=cfg.seed)
+    val_set = ExplanationDataset(data_dir, "val", grid, seed=cfg.seed)
+    texts = sorted({t for i in range(len(train_set)) for t in train_set.explanations(i)})
+    train_loader = DataLoader(
+        train_set, batch_size=cfg.batch_size, sampler=EpochShuffle(len(train_set), cfg.seed), collate_fn=collate, drop_last=True
+    )
+    val_loader = DataLoader(val_set, batch_size=cfg.eval_batch_size, collate_fn=collate)
+
+    # --- model and optimiser ------------------------------------------------------------------
+    model, tokenizer = build_model(params, train_set, backbone, variant, texts)
+    groups = [{"params": [p for p in model.classifier.parameters() if p.requires_grad], "lr": cfg.lr}]
+    if model.text_head is not None:
+        groups.append({"params": [p for p in model.text_head.parameters() if p.requires_grad], "lr": cfg.text_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    core = accelerator.unwrap_model(model)
+
+    # --- resume ---------------------------------------------------------------------------------
+    state = {"epoch": -1, "history": [], "best_epoch": -1, "best_val_accuracy": -1.0, "step": 0}
+    latest = paths.checkpoint_dir / "latest"
+    if resume and (latest / "progress.json").is_file():
+        accelerator.load_state(str(latest))
+        state = json.loads((latest / "progress.json").read_text())
+        accelerator.print(f"resumed after epoch {state['epoch']}")
+    elif paths.checkpoint_dir.exists() and accelerator.is_main_process:
+        shutil.rmtree(paths.checkpoint_dir)  # a fresh run must not mix with an old one's states
+
+    # --- the loop -------------------------------------------------------------------------------
+    model.train()
+    for epoch in range(state["epoch"] + 1, cfg.epochs):
+        # through the prepared loader: Accelerate otherwise sets the sampler's epoch from its own
+        # iteration count, which restarts at 0 after a resume and would replay epoch 0's order
+        train_loader.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        sums: dict[str, float] = {}
+        batches = 0
+        for step, batch in enumerate(train_loader):
+            with accelerator.accumulate(model):
+                ids = mask = None
+                if core.text_head is not None:
+                    ids, mask = (t.to(accelerator.device) for t in core.text_head.encode(batch["explanation"]))
+                out = model(batch["pixels"], batch["label"], batch["gt_map"], batch["has_map"], ids, mask)
+                for name, value in out.terms.items():
+                    if not torch.isfinite(value):
+                        raise FloatingPointError(
+                            f"{dataset}/{backbone}/{variant}: loss term '{name}' is {value.item()} "
+                            f"at epoch {epoch}, step {step} (global step {state['step']})"
+                        )
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            values = {k: float(v.detach()) for k, v in out.terms.items()} | {"loss": float(out.loss.detach())}
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            batches += 1
+            state["step"] += 1
+            if log_step is not None and accelerator.is_main_process:
+                log_step(state["step"], values)
+            if max_steps is not None and state["step"] >= max_steps:
+                break
+
+        val_accuracy = evaluate_accuracy(accelerator, model, val_loader)
+        state["history"].append(
+            {"epoch": epoch, "val_accuracy": round(val_accuracy, 6)} | {f"train_{k}": round(v / max(1, batches), 6) for k, v in sums.items()}
+        )
+        accelerator.print(json.dumps(state["history"][-1]))
+        if val_accuracy > state["best_val_accuracy"]:
+            state["best_val_accuracy"], state["best_epoch"] = val_accuracy, epoch
+            if accelerator.is_main_process:
+                export(core, tokenizer, params, dataset, backbone, variant, train_set.classes, epoch, paths.model_dir)
+        state["epoch"] = epoch
+        save_checkpoint(accelerator, paths.checkpoint_dir, state)
+        if max_steps is not None and state["step"] >= max_steps:
+            break
+
+    summary = {
+        "dataset": dataset, "backbone": backbone, "variant": variant,
+        "best_epoch": state["best_epoch"], "best_val_accuracy": round(state["best_val_accuracy"], 6),
+        "epochs": len(state["history"]), "steps": state["step"], "history": state["history"],
+        "world_size": accelerator.num_processes,
+    }
+    if accelerator.is_main_process:
+        write_json(paths.metrics_file, summary)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict) -> None:
+    """Accelerate state + our progress, swapped in as `latest` only once complete."""
+    tmp = folder / "incoming"
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        write_json(tmp / "progress.json", state)
+        old = folder / "previous"
+        shutil.rmtree(old, ignore_errors=True)
+        if (folder / "latest").exists():
+            os.replace(folder / "latest", old)
+        os.replace(tmp, folder / "latest")
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def export(core: MEGL, tokenizer, params: Params, dataset, backbone, variant, classes, epoch, out: Path) -> None:
+    """model.safetensors + config.json (+ tokenizer/). Tiny profiles are random-init, so their
+    frozen parts are saved too; paper profiles keep only what training changed."""
+    weights = {k: v.detach().cpu().contiguous() for k, v in core.state_dict().items()}
+    if core.text_head is not None and params.text_head.get("profile", "tiny") == "paper":
+        keep = set(core.text_head.trainable_state_dict())
+        weights = {k: v for k, v in weights.items() if not k.startswith("text_head.") or k[len("text_head."):] in keep}
+    config = {
+        "dataset": dataset, "backbone": backbone, "variant": variant, "classes": classes, "best_epoch": epoch,
+        "backbone_params": dataclasses.asdict(params.backbone(backbone)),
+        "variant_terms": dataclasses.asdict(params.variant(variant)),
+        "train": dataclasses.asdict(params.train), "text_head": params.text_head,
+        "grid": params.backbone(backbone).grid,
+    }
+    with atomic_dir(out) as tmp:
+        save_file(weights, str(tmp / "model.safetensors"))
+        write_json(tmp / "config.json", config)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp / "tokenizer"))
+

@@ -1,0 +1,225 @@
+"""SDTG text head and its tokenizer, on tiny random-init models (no downloads)."""
+
+import pytest
+import torch
+from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+from megl.models.sdtg import SDTGHead, TextHeadConfig
+from megl.models.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+
+EXPLANATIONS = [
+    "the dog has floppy ears and a wet nose.",
+    "a cat with long whiskers sits on the mat.",
+    "the person is riding a bicycle, both wheels visible.",
+]
+CORPUS = EXPLANATIONS + [
+    "a red bird sits on a branch.",
+    "the zebra has black and white stripes!",
+    "two people are playing tennis (outdoors).",
+]
+FEATURE_DIM = 16
+
+# peft 0.21 calls a transformers 5 API that is deprecated for v6; harmless here.
+pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer(CORPUS, vocab_size=160)
+
+
+def make_head(tok, seed=0, **overrides):
+    torch.manual_seed(seed)
+    return SDTGHead(TextHeadConfig(**overrides), FEATURE_DIM, tok)
+
+
+def make_batch(n=4, seed=1, size=32):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 3, size, size, generator=g)
+    cam = torch.rand(n, 4, 4, generator=g)
+    features = torch.randn(n, FEATURE_DIM, 4, 4, generator=g)
+    return images, cam, features
+
+
+# ----------------------------------------------------------------- tokenizer
+
+
+def test_tokenizer_deterministic_and_special_tokens(tok):
+    again = train_tokenizer(CORPUS, vocab_size=160)
+    assert again.get_vocab() == tok.get_vocab()
+    assert again.backend_tokenizer.to_str() == tok.backend_tokenizer.to_str()
+    assert (tok.pad_token, tok.bos_token, tok.eos_token, tok.unk_token) == ("<pad>", "<bos>", "<eos>", "<unk>")
+    assert len({tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, tok.unk_token_id}) == 4
+
+
+def test_tokenizer_round_trip_and_save_load(tok, tmp_path):
+    sentence = "The dog has floppy ears, and a wet nose!"
+    ids = tok(sentence, add_special_tokens=False)["input_ids"]
+    assert tok.unk_token_id not in ids
+    assert len(ids) < len(sentence) / 2  # word-level tokens, not characters
+    assert tok.decode(ids) == sentence.lower()
+
+    save_tokenizer(tok, tmp_path / "tok")
+    loaded = load_tokenizer(tmp_path / "tok")
+    assert loaded.get_vocab() == tok.get_vocab()
+    assert loaded(sentence, add_special_tokens=False)["input_ids"] == ids
+    assert (loaded.pad_token_id, loaded.bos_token_id, loaded.eos_token_id, loaded.unk_token_id) == (
+        tok.pad_token_id,
+        tok.bos_token_id,
+        tok.eos_token_id,
+        tok.unk_token_id,
+    )
+
+
+# ----------------------------------------------------------------- head structure
+
+
+def test_prefix_shape_and_trainability(tok):
+    head = make_head(tok, prefix_grid=3)
+    images, cam, features = make_batch(n=2)
+    assert head.prefix(images, cam, features).shape == (2, 9, head.cfg.llm_hidden)
+
+    head.train()
+    assert not head.clip.training and all(not m.training for m in head.clip.modules())
+    assert head.llm.training
+    assert all(not p.requires_grad for p in head.clip.parameters())
+    for lin in (head.W_I, head.W_A):
+        assert all(p.requires_grad for p in lin.parameters())
+
+    trainable = {n for n, p in head.named_parameters() if p.requires_grad}
+    assert any("lora_A" in n for n in trainable) and any("lora_B" in n for n in trainable)
+    assert any("embed_tokens.modules_to_save" in n for n in trainable)
+    assert any("lm_head.modules_to_save" in n for n in trainable)
+    frozen_llm = [n for n, p in head.llm.named_parameters() if not p.requires_grad]
+    assert any("q_proj.base_layer" in n for n in frozen_llm)  # base LLM weights frozen
+    for n in trainable:
+        assert n.startswith(("W_I.", "W_A.")) or "lora_" in n or "modules_to_save" in n, n
+
+    head_frozen_emb = make_head(tok, train_embeddings=False)
+    assert not any("modules_to_save" in n for n, p in head_frozen_emb.named_parameters() if p.requires_grad)
+
+
+def test_encode_layout(tok):
+    head = make_head(tok, max_text_tokens=6)
+    ids, mask = head.encode(["a cat.", EXPLANATIONS[2]])
+    assert ids.shape == mask.shape and ids.shape[1] == 6
+    assert ids[:, 0].tolist() == [tok.bos_token_id] * 2
+    assert ids[1, -1] == tok.eos_token_id  # truncated, still closed by <eos>
+    n0 = int(mask[0].sum())
+    assert ids[0, n0 - 1] == tok.eos_token_id and (ids[0, n0:] == tok.pad_token_id).all()
+
+
+# ----------------------------------------------------------------- loss and gradients
+
+
+def test_text_loss_reaches_cam(tok):
+    head = make_head(tok)
+    images, cam, features = make_batch()
+    cam.requires_grad_()
+    ids, mask = head.encode(EXPLANATIONS + EXPLANATIONS[:1])
+    loss = head(images, cam, features, ids, mask)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert cam.grad is not None and cam.grad.abs().sum() > 0
+    with torch.no_grad():
+        zeroed = head(images, torch.zeros_like(cam), features, ids, mask)
+    assert not torch.isclose(zeroed, loss.detach())
+
+
+def test_overfit_then_generate_reproduces(tok):
+    head = make_head(tok)
+    images, cam, features = make_batch()
+    targets = EXPLANATIONS + EXPLANATIONS[:1]
+    ids, mask = head.encode(targets)
+    opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=3e-3)
+    head.train()
+    first = None
+    for _ in range(150):
+        loss = head(images, cam, features, ids, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = loss.item() if first is None else first
+    assert loss.item() < 0.5 * first
+
+    head.eval()
+    out = head.generate(images, cam, features)
+    assert len(out) == 4 and all(isinstance(s, str) for s in out)
+    assert any(o == t for o, t in zip(out, targets)), out
+    assert head.generate(images, cam, features) == out  # deterministic
+
+
+def test_generate_deterministic_and_batched(tok):
+    head = make_head(tok, lora_dropout=0.1)
+    head.train()  # generate switches dropout off by itself, and restores train mode
+    images, cam, features = make_batch(n=3)
+    a = head.generate(images, cam, features, max_new_tokens=5)
+    b = head.generate(images, cam, features, max_new_tokens=5)
+    assert a == b and len(a) == 3 and all(isinstance(s, str) for s in a)
+    assert head.training and not head.clip.training
+
+
+def test_trainable_state_dict_round_trip(tok, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    head = make_head(tok)
+    images, cam, features = make_batch()
+    ids, mask = head.encode(EXPLANATIONS + EXPLANATIONS[:1])
+    opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(3):
+        opt.zero_grad()
+        head(images, cam, features, ids, mask).backward()
+        opt.step()
+    head.eval()
+    sd = head.trainable_state_dict()
+    assert sd and all(head.get_parameter(n).requires_grad for n in sd)
+    save_file(sd, str(tmp_path / "head.safetensors"))
+
+    fresh = make_head(tok).eval()  # same seed: identical frozen weights
+    with torch.no_grad():
+        assert not torch.equal(fresh(images, cam, features, ids, mask), head(images, cam, features, ids, mask))
+        fresh.load_trainable_state_dict(load_file(str(tmp_path / "head.safetensors")))
+        assert torch.equal(fresh(images, cam, features, ids, mask), head(images, cam, features, ids, mask))
+    with pytest.raises(KeyError):
+        fresh.load_trainable_state_dict({k: v for k, v in sd.items() if not k.startswith("W_I")})
+
+
+# ----------------------------------------------------------------- paper profile
+
+
+def test_paper_profile_missing_path(tok, tmp_path):
+    with pytest.raises(FileNotFoundError, match="clip_path"):
+        SDTGHead(TextHeadConfig(profile="paper"), FEATURE_DIM, tok)
+    with pytest.raises(FileNotFoundError, match="clip_path"):
+        SDTGHead(TextHeadConfig(profile="paper", clip_path=str(tmp_path / "nope")), FEATURE_DIM, tok)
+
+
+def test_paper_profile_loads_local_checkpoints(tok, tmp_path):
+    torch.manual_seed(0)
+    clip = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=48, patch_size=8
+        )
+    )
+    llm = LlamaForCausalLM(  # vocab differs from the tokenizer: the head must resize it
+        LlamaConfig(
+            vocab_size=100, hidden_size=48, intermediate_size=96, num_hidden_layers=1, num_attention_heads=2
+        )
+    )
+    clip.save_pretrained(tmp_path / "clip")
+    llm.save_pretrained(tmp_path / "llm")
+    cfg = TextHeadConfig(profile="paper", clip_path=str(tmp_path / "clip"), llm_path=str(tmp_path / "llm"))
+
+    with pytest.raises(FileNotFoundError, match="llm_path"):
+        SDTGHead(TextHeadConfig(profile="paper", clip_path=cfg.clip_path), FEATURE_DIM, tok)
+
+    head = SDTGHead(cfg, FEATURE_DIM, tok)
+    assert head.llm.get_input_embeddings().weight.shape == (len(tok), 48)
+    images, cam, features = make_batch(n=2)
+    cam.requires_grad_()
+    assert head.prefix(images, cam, features).shape == (2, 4, 48)
+    ids, mask = head.encode(EXPLANATIONS[:2])
+    loss = head(images, cam, features, ids, mask)
+    loss.backward()
+    assert torch.isfinite(loss) and cam.grad.abs().sum() > 0
+    assert len(head.generate(images, cam, features, max_new_tokens=3)) == 2

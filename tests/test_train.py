@@ -1,0 +1,89 @@
+"""The training loop on a small synthetic dataset made by the real stages."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from megl.config import load_params
+from megl.data.extract import extract_dataset
+from megl.data.saliency import build_saliency
+from megl.data.synthetic import generate
+from megl.train import RunPaths, train
+
+VARIANTS = ["megl", "visual_text", "text", "visual", "baseline"]
+
+
+@pytest.fixture(scope="module")
+def small_params(repo, tmp_path_factory):
+    """params.yaml with a 240-sample object_me at 64 px, extracted and aggregated into a temp root."""
+    root = tmp_path_factory.mktemp("pipeline")
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["synthetic"]["object_me"].update(num_samples=240, num_classes=4, visual_fraction=0.3)
+    raw["train"].update(epochs=2, batch_size=16, eval_batch_size=32)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = load_params(root / "params.yaml")
+    generate(params.synthetic_source("object_me"), params.split, root / "data/raw/object_me")
+    ds = params.dataset("object_me")
+    extract_dataset("object_me", ds, params.split, root / "data/object_me", root / "metrics/object_me/dataset.json")
+    build_saliency("object_me", ds, params.saliency, root / "data/object_me", root / "data/object_me/saliency", root / "s.json")
+    return params
+
+
+def paths(root, backbone, variant, tag=""):
+    run = f"object_me/{backbone}/{variant}{tag}"
+    return RunPaths(root / "models" / run, root / "checkpoints" / run, root / "metrics" / f"{run}.json")
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "vit_b16"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_trains_a_step(small_params, backbone, variant):
+    logged = []
+    p = paths(small_params.root, backbone, variant)
+    summary = train(small_params, "object_me", backbone, variant, p, max_steps=1, log_step=lambda s, v: logged.append(v))
+    assert summary["steps"] == 1 and len(logged) == 1
+    terms = set(logged[0])
+    expected = {"pred", "loss"} | ({"visual"} if variant in ("megl", "visual_text", "visual") else set())
+    expected |= {"textual"} if variant in ("megl", "visual_text", "text") else set()
+    assert terms == expected
+    assert all(torch.isfinite(torch.tensor(v)) for v in logged[0].values())
+    weights = load_file(p.model_dir / "model.safetensors")
+    assert any(k.startswith("classifier.") for k in weights)
+    assert any(k.startswith("text_head.") for k in weights) == ("textual" in terms)
+    config = json.loads((p.model_dir / "config.json").read_text())
+    assert config["variant"] == variant and config["grid"] == 8
+    assert (p.model_dir / "tokenizer").is_dir() == ("textual" in terms)
+
+
+@pytest.mark.parametrize("variant", ["visual", "megl"])
+def test_same_params_same_weights_and_resume_is_bit_exact(small_params, variant):
+    root = small_params.root
+    full = paths(root, "resnet18", variant, "_full")
+    train(small_params, "object_me", "resnet18", variant, full)
+
+    again = paths(root, "resnet18", variant, "_again")
+    train(small_params, "object_me", "resnet18", variant, again)
+
+    # "kill" after the first epoch: stop early, then resume to the end
+    cut = paths(root, "resnet18", variant, "_cut")
+    one_epoch = dataclasses.replace(small_params, train=dataclasses.replace(small_params.train, epochs=1))
+    train(one_epoch, "object_me", "resnet18", variant, cut)
+    summary = train(small_params, "object_me", "resnet18", variant, cut, resume=True)
+    assert summary["epochs"] == 2
+
+    reference = load_file(full.checkpoint_dir / "latest" / "model.safetensors")
+    for other in (again, cut):
+        state = load_file(other.checkpoint_dir / "latest" / "model.safetensors")
+        assert state.keys() == reference.keys()
+        differ = [k for k in state if not torch.equal(state[k], reference[k])]
+        assert not differ, f"{other.model_dir.name}: {len(differ)} tensors differ, e.g. {differ[:3]}"
+    assert json.loads(full.metrics_file.read_text())["history"] == json.loads(cut.metrics_file.read_text())["history"]
+
+
+def test_nan_loss_stops_naming_step_and_term(small_params):
+    bad = dataclasses.replace(small_params, train=dataclasses.replace(small_params.train, lambda_visual=float("inf")))
+    with pytest.raises(FloatingPointError, match=r"loss term .visual. is (nan|inf) at epoch 0, step 0 "):
+        train(bad, "object_me", "resnet18", "visual", paths(small_params.root, "resnet18", "nan"))
