@@ -34,7 +34,7 @@ def main() -> None:
     )
     try:
         train(params, args.dataset, args.backbone, args.variant, paths, resume=args.resume, max_steps=args.max_steps)
-    except FloatingPointError as exc:
+    except (ConfigError, FloatingPointError) as exc:
         sys.exit(f"train: {exc}")
 
 

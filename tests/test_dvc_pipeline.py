@@ -21,9 +21,9 @@ def pipeline(repo, tmp_path, venv_bin):
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for block in params["synthetic"].values():
-        block.update(num_samples=300, image_size=32, map_size=24)
-    for block in params["datasets"].values():
-        block["image_size"] = 32
+        block.update(num_samples=300, map_size=24)
+    params["grid"].update(backbones=["resnet18"], variants=["megl", "baseline"])
+    params["train"].update(epochs=1, batch_size=32)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
 
@@ -43,6 +43,7 @@ def ran(output: str) -> set[str]:
 def test_repro_builds_everything_then_is_a_no_op(pipeline):
     work, dvc = pipeline
     stages = {f"{s}@{d}" for s in ("synthesize", "extract", "saliency") for d in ("object_me", "action_me")}
+    stages |= {f"train@{d}-resnet18-{v}" for d in ("object_me", "action_me") for v in ("megl", "baseline")}
     assert ran(dvc("repro")) == stages
     for ds in ("object_me", "action_me"):
         for name in ("manifest.parquet", "classes.json", "images.npy", "saliency/index.npy", "saliency/mean_map_8.npy"):
@@ -50,6 +51,10 @@ def test_repro_builds_everything_then_is_a_no_op(pipeline):
         report = json.loads((work / "metrics" / ds / "dataset.json").read_text())
         assert report["samples"]["in"] == report["samples"]["kept"] + report["samples"]["rejected"]
         assert report["table1"]["classes"] == 10
+        for variant in ("megl", "baseline"):
+            assert (work / "models" / ds / "resnet18" / variant / "model.safetensors").is_file()
+            summary = json.loads((work / "metrics" / ds / "resnet18" / f"train_{variant}.json").read_text())
+            assert summary["epochs"] == 1 and 0 <= summary["best_val_accuracy"] <= 1
     again = dvc("repro")
     assert ran(again) == set() and "Data and pipelines are up to date" in again
 
@@ -57,7 +62,14 @@ def test_repro_builds_everything_then_is_a_no_op(pipeline):
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["datasets"]["action_me"]["labels"]["min_samples_per_class"] = 20
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # that dataset's stages re-run; their outputs are unchanged, so nothing re-trains
     assert ran(dvc("repro")) == {"extract@action_me", "saliency@action_me"}
+
+    # Editing one variant's block re-trains that variant only.
+    params["variants"]["baseline"]["consistency"] = False  # same value: YAML rewritten, block unchanged
+    params["variants"]["megl"]["consistency"] = False
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran(dvc("repro")) == {"train@object_me-resnet18-megl", "train@action_me-resnet18-megl"}
 
     metrics = json.loads(dvc("metrics", "show", "--json"))
     assert metrics  # the reports are DVC metrics

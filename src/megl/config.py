@@ -216,17 +216,37 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class GridConfig:
+    """What `dvc repro` trains: every dataset x backbone x variant listed here."""
+
+    datasets: tuple[str, ...]
+    backbones: tuple[str, ...]
+    variants: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     root: Path  # the params file's folder: relative paths in the file, and stage outputs, live under it
     split: SplitConfig
     synthetic: dict[str, SyntheticConfig]
     datasets: dict[str, DatasetConfig]
     saliency: SaliencyConfig
+    grid: GridConfig
     backbones: dict[str, BackboneParams]
     variants: dict[str, VariantConfig]
     train: TrainConfig
     # validated against megl.models.sdtg.TextHeadConfig by the training code (keeps this module light)
     text_head: dict[str, Any]
+
+    def validate(self, where: str) -> None:
+        for kind, names, known in (
+            ("datasets", self.grid.datasets, self.datasets),
+            ("backbones", self.grid.backbones, self.backbones),
+            ("variants", self.grid.variants, self.variants),
+        ):
+            unknown = sorted(set(names) - set(known))
+            if unknown:
+                raise ConfigError(f"grid.{kind}: {unknown} not defined in the {kind} block")
 
     def backbone(self, name: str) -> BackboneParams:
         if name not in self.backbones:

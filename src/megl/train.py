@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Sampler
 
 from megl.atomic import atomic_dir, write_json
-from megl.config import Params, build_dataclass
+from megl.config import ConfigError, Params, build_dataclass
 from megl.data.dataset import ExplanationDataset, collate
 from megl.models.backbones import BackboneConfig, build_classifier
 from megl.models.megl import MEGL
@@ -69,6 +69,15 @@ def build_model(params: Params, dataset: ExplanationDataset, backbone: str, vari
     bb = params.backbone(backbone)
     var = params.variant(variant)
     classifier = build_classifier(BackboneConfig(backbone, bb.profile, bb.pretrained_path), len(dataset.classes))
+    size = dataset.images.shape[1]
+    with torch.no_grad():
+        cam_grid = classifier.eval()(torch.zeros(1, 3, size, size)).activations.shape[-1]
+    if cam_grid != bb.grid:
+        raise ConfigError(
+            f"backbones.{backbone}.grid is {bb.grid} but {backbone} ({bb.profile}) gives a {cam_grid}x{cam_grid} "
+            f"CAM at {size} px; set grid: {cam_grid} (and add it to saliency.grid_sizes)"
+        )
+    classifier.train()
     text_head, tokenizer = None, None
     if var.text:
         from megl.models.sdtg import SDTGHead, TextHeadConfig
