@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -87,3 +88,29 @@ def test_nan_loss_stops_naming_step_and_term(small_params):
     bad = dataclasses.replace(small_params, train=dataclasses.replace(small_params.train, lambda_visual=float("inf")))
     with pytest.raises(FloatingPointError, match=r"loss term .visual. is (nan|inf) at epoch 0, step 0 "):
         train(bad, "object_me", "resnet18", "visual", paths(small_params.root, "resnet18", "nan"))
+
+
+@pytest.mark.slow
+def test_two_process_deepspeed_zero2_on_cpu_shards_the_data(small_params, repo, venv_bin):
+    """Real `accelerate launch` with 2 processes and DeepSpeed ZeRO-2 on the CPU (gloo)."""
+    import os
+    import subprocess
+
+    root = small_params.root
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [
+        str(venv_bin / "accelerate"), "launch", "--config_file", "configs/accelerate/deepspeed_zero2_cpu.yaml",
+        "stages/train.py", "--dataset", "object_me", "--backbone", "resnet18", "--variant", "megl",
+        "--params", str(root / "params.yaml"),
+    ]
+    out = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    summary = json.loads((root / "metrics/object_me/resnet18/train_megl.json").read_text())
+    n_train = int((pd.read_parquet(root / "data/object_me/manifest.parquet")["split"] == "train").sum())
+    per_rank = summary["samples_per_rank"]
+    epochs = summary["epochs"]
+    assert summary["world_size"] == 2 and len(per_rank) == 2
+    # each rank saw its own half: without the gloo group each would see (almost) all n_train
+    assert per_rank[0] == per_rank[1]
+    assert n_train // 2 - small_params.train.batch_size < per_rank[0] / epochs <= n_train // 2
+    assert (root / "models/object_me/resnet18/megl/model.safetensors").is_file()

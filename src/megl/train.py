@@ -156,6 +156,7 @@ def train(
 
     # --- the loop -------------------------------------------------------------------------------
     model.train()
+    seen = 0  # samples this rank trained on: proves the data is sharded across processes
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         # through the prepared loader: Accelerate otherwise sets the sampler's epoch from its own
         # iteration count, which restarts at 0 after a resume and would replay epoch 0's order
@@ -184,6 +185,7 @@ def train(
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             batches += 1
+            seen += len(batch["label"])
             state["step"] += 1
             if log_step is not None and accelerator.is_main_process:
                 log_step(state["step"], values)
@@ -204,11 +206,12 @@ def train(
         if max_steps is not None and state["step"] >= max_steps:
             break
 
+    samples_per_rank = accelerator.gather(torch.tensor([seen], device=accelerator.device)).tolist()
     summary = {
         "dataset": dataset, "backbone": backbone, "variant": variant,
         "best_epoch": state["best_epoch"], "best_val_accuracy": round(state["best_val_accuracy"], 6),
         "epochs": len(state["history"]), "steps": state["step"], "history": state["history"],
-        "world_size": accelerator.num_processes,
+        "world_size": accelerator.num_processes, "samples_per_rank": samples_per_rank,
     }
     if accelerator.is_main_process:
         write_json(paths.metrics_file, summary)
