@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv run test test-fast lock clean-data
+.PHONY: venv run test test-fast lock mlflow-ui
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ test: venv
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"
+
+# Browse the runs (loopback only): http://127.0.0.1:5000
+mlflow-ui: venv
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port 5000
 
 # Re-resolve requirements.in into requirements.lock in a throw-away venv.
 lock:

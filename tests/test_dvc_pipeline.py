@@ -24,6 +24,7 @@ def pipeline(repo, tmp_path, venv_bin):
         block.update(num_samples=300, map_size=24)
     params["grid"].update(backbones=["resnet18"], variants=["megl", "baseline"])
     params["train"].update(epochs=1, batch_size=32)
+    params["tracking"]["enabled"] = False
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
 

@@ -25,6 +25,7 @@ def small_params(repo, tmp_path_factory):
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     raw["synthetic"]["object_me"].update(num_samples=240, num_classes=4, visual_fraction=0.3)
     raw["train"].update(epochs=2, batch_size=16, eval_batch_size=32)
+    raw["tracking"]["enabled"] = False  # on only in the tracking test: training must work without it
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     params = load_params(root / "params.yaml")
     generate(params.synthetic_source("object_me"), params.split, root / "data/raw/object_me")
@@ -114,3 +115,27 @@ def test_two_process_deepspeed_zero2_on_cpu_shards_the_data(small_params, repo, 
     assert per_rank[0] == per_rank[1]
     assert n_train // 2 - small_params.train.batch_size < per_rank[0] / epochs <= n_train // 2
     assert (root / "models/object_me/resnet18/megl/model.safetensors").is_file()
+
+
+def test_run_is_tracked_in_mlflow(small_params, monkeypatch, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    params = dataclasses.replace(small_params, tracking=dataclasses.replace(small_params.tracking, enabled=True))
+    train(params, "object_me", "resnet18", "megl", paths(small_params.root, "resnet18", "megl", "_tracked"), max_steps=3)
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("megl/object_me")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == "resnet18/megl"
+    assert run.data.params["train.cam_mode"] == "create_graph" and run.data.params["variant.consistency"] == "True"
+    assert run.data.tags["variant"] == "megl"
+    steps = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in steps] == [1, 2, 3]
+    assert {"train/pred", "train/visual", "train/textual", "val_accuracy"} <= set(run.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"cam_gallery.png", "explanations.json", "model"} <= artifacts
+    table = json.loads(open(client.download_artifacts(run.info.run_id, "explanations.json", str(tmp_path))).read())
+    assert set(table["columns"]) >= {"sample", "label", "predicted", "references", "generated"}
+    assert len(table["data"]) == small_params.tracking.gallery_samples

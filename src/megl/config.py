@@ -216,6 +216,13 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrackingConfig:
+    enabled: bool
+    experiment_prefix: str  # experiment per dataset: <prefix>/<dataset>
+    gallery_samples: int  # fixed validation samples in the CAM gallery and explanation table
+
+
+@dataclasses.dataclass(frozen=True)
 class GridConfig:
     """What `dvc repro` trains: every dataset x backbone x variant listed here."""
 
@@ -235,6 +242,7 @@ class Params:
     backbones: dict[str, BackboneParams]
     variants: dict[str, VariantConfig]
     train: TrainConfig
+    tracking: TrackingConfig
     # validated against megl.models.sdtg.TextHeadConfig by the training code (keeps this module light)
     text_head: dict[str, Any]
 

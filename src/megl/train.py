@@ -16,17 +16,21 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, set_seed
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler
 
 from megl.atomic import atomic_dir, write_json
 from megl.config import ConfigError, Params, build_dataclass
 from megl.data.dataset import ExplanationDataset, collate
 from megl.models.backbones import BackboneConfig, build_classifier
+from megl.models.gradcam import explain
 from megl.models.megl import MEGL
+from megl.tracking import start_run
+from megl.visualize import overlay_grid
 
 StepLogger = Callable[[int, dict[str, float]], None]
 
@@ -143,81 +147,120 @@ def train(
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     core = accelerator.unwrap_model(model)
+    with start_run(
+        params.tracking.enabled and accelerator.is_main_process, params.root,
+        f"{params.tracking.experiment_prefix}/{dataset}", f"{backbone}/{variant}",
+        {"backbone": dataclasses.asdict(params.backbone(backbone)), "variant": dataclasses.asdict(params.variant(variant)),
+         "train": dataclasses.asdict(cfg), "text_head": params.text_head, "world_size": accelerator.num_processes},
+        {"dataset": dataset, "backbone": backbone, "variant": variant},
+    ) as tracker:
 
-    # --- resume ---------------------------------------------------------------------------------
-    state = {"epoch": -1, "history": [], "best_epoch": -1, "best_val_accuracy": -1.0, "step": 0}
-    latest = paths.checkpoint_dir / "latest"
-    if resume and (latest / "progress.json").is_file():
-        accelerator.load_state(str(latest))
-        state = json.loads((latest / "progress.json").read_text())
-        accelerator.print(f"resumed after epoch {state['epoch']}")
-    elif paths.checkpoint_dir.exists() and accelerator.is_main_process:
-        shutil.rmtree(paths.checkpoint_dir)  # a fresh run must not mix with an old one's states
+        # --- resume ---------------------------------------------------------------------------------
+        state = {"epoch": -1, "history": [], "best_epoch": -1, "best_val_accuracy": -1.0, "step": 0}
+        latest = paths.checkpoint_dir / "latest"
+        if resume and (latest / "progress.json").is_file():
+            accelerator.load_state(str(latest))
+            state = json.loads((latest / "progress.json").read_text())
+            accelerator.print(f"resumed after epoch {state['epoch']}")
+        elif paths.checkpoint_dir.exists() and accelerator.is_main_process:
+            shutil.rmtree(paths.checkpoint_dir)  # a fresh run must not mix with an old one's states
 
-    # --- the loop -------------------------------------------------------------------------------
-    model.train()
-    seen = 0  # samples this rank trained on: proves the data is sharded across processes
-    for epoch in range(state["epoch"] + 1, cfg.epochs):
-        # through the prepared loader: Accelerate otherwise sets the sampler's epoch from its own
-        # iteration count, which restarts at 0 after a resume and would replay epoch 0's order
-        train_loader.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        sums: dict[str, float] = {}
-        batches = 0
-        for step, batch in enumerate(train_loader):
-            with accelerator.accumulate(model):
-                ids = mask = None
-                if core.text_head is not None:
-                    ids, mask = (t.to(accelerator.device) for t in core.text_head.encode(batch["explanation"]))
-                out = model(batch["pixels"], batch["label"], batch["gt_map"], batch["has_map"], ids, mask)
-                for name, value in out.terms.items():
-                    if not torch.isfinite(value):
-                        raise FloatingPointError(
-                            f"{dataset}/{backbone}/{variant}: loss term '{name}' is {value.item()} "
-                            f"at epoch {epoch}, step {step} (global step {state['step']})"
-                        )
-                accelerator.backward(out.loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            values = {k: float(v.detach()) for k, v in out.terms.items()} | {"loss": float(out.loss.detach())}
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
-            batches += 1
-            seen += len(batch["label"])
-            state["step"] += 1
-            if log_step is not None and accelerator.is_main_process:
-                log_step(state["step"], values)
+        # --- the loop -------------------------------------------------------------------------------
+        model.train()
+        seen = 0  # samples this rank trained on: proves the data is sharded across processes
+        for epoch in range(state["epoch"] + 1, cfg.epochs):
+            # through the prepared loader: Accelerate otherwise sets the sampler's epoch from its own
+            # iteration count, which restarts at 0 after a resume and would replay epoch 0's order
+            train_loader.set_epoch(epoch)
+            train_set.set_epoch(epoch)
+            sums: dict[str, float] = {}
+            batches = 0
+            for step, batch in enumerate(train_loader):
+                with accelerator.accumulate(model):
+                    ids = mask = None
+                    if core.text_head is not None:
+                        ids, mask = (t.to(accelerator.device) for t in core.text_head.encode(batch["explanation"]))
+                    out = model(batch["pixels"], batch["label"], batch["gt_map"], batch["has_map"], ids, mask)
+                    for name, value in out.terms.items():
+                        if not torch.isfinite(value):
+                            raise FloatingPointError(
+                                f"{dataset}/{backbone}/{variant}: loss term '{name}' is {value.item()} "
+                                f"at epoch {epoch}, step {step} (global step {state['step']})"
+                            )
+                    accelerator.backward(out.loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                values = {k: float(v.detach()) for k, v in out.terms.items()} | {"loss": float(out.loss.detach())}
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                batches += 1
+                seen += len(batch["label"])
+                state["step"] += 1
+                if accelerator.is_main_process:
+                    tracker.log_step(state["step"], values)
+                    if log_step is not None:
+                        log_step(state["step"], values)
+                if max_steps is not None and state["step"] >= max_steps:
+                    break
+
+            val_accuracy = evaluate_accuracy(accelerator, model, val_loader)
+            state["history"].append(
+                {"epoch": epoch, "val_accuracy": round(val_accuracy, 6)} | {f"train_{k}": round(v / max(1, batches), 6) for k, v in sums.items()}
+            )
+            accelerator.print(json.dumps(state["history"][-1]))
+            tracker.log_epoch(epoch, {k: v for k, v in state["history"][-1].items() if k != "epoch"})
+            if val_accuracy > state["best_val_accuracy"]:
+                state["best_val_accuracy"], state["best_epoch"] = val_accuracy, epoch
+                if accelerator.is_main_process:
+                    export(core, tokenizer, params, dataset, backbone, variant, train_set.classes, epoch, paths.model_dir)
+            state["epoch"] = epoch
+            save_checkpoint(accelerator, paths.checkpoint_dir, state)
             if max_steps is not None and state["step"] >= max_steps:
                 break
 
-        val_accuracy = evaluate_accuracy(accelerator, model, val_loader)
-        state["history"].append(
-            {"epoch": epoch, "val_accuracy": round(val_accuracy, 6)} | {f"train_{k}": round(v / max(1, batches), 6) for k, v in sums.items()}
-        )
-        accelerator.print(json.dumps(state["history"][-1]))
-        if val_accuracy > state["best_val_accuracy"]:
-            state["best_val_accuracy"], state["best_epoch"] = val_accuracy, epoch
-            if accelerator.is_main_process:
-                export(core, tokenizer, params, dataset, backbone, variant, train_set.classes, epoch, paths.model_dir)
-        state["epoch"] = epoch
-        save_checkpoint(accelerator, paths.checkpoint_dir, state)
-        if max_steps is not None and state["step"] >= max_steps:
-            break
-
-    samples_per_rank = accelerator.gather(torch.tensor([seen], device=accelerator.device)).tolist()
-    summary = {
-        "dataset": dataset, "backbone": backbone, "variant": variant,
-        "best_epoch": state["best_epoch"], "best_val_accuracy": round(state["best_val_accuracy"], 6),
-        "epochs": len(state["history"]), "steps": state["step"], "history": state["history"],
-        "world_size": accelerator.num_processes, "samples_per_rank": samples_per_rank,
-    }
-    if accelerator.is_main_process:
-        write_json(paths.metrics_file, summary)
+        samples_per_rank = accelerator.gather(torch.tensor([seen], device=accelerator.device)).tolist()
+        summary = {
+            "dataset": dataset, "backbone": backbone, "variant": variant,
+            "best_epoch": state["best_epoch"], "best_val_accuracy": round(state["best_val_accuracy"], 6),
+            "epochs": len(state["history"]), "steps": state["step"], "history": state["history"],
+            "world_size": accelerator.num_processes, "samples_per_rank": samples_per_rank,
+        }
+        if accelerator.is_main_process:
+            write_json(paths.metrics_file, summary)
+            if params.tracking.enabled:
+                core.load_state_dict(load_file(paths.model_dir / "model.safetensors"), strict=False)
+                image, table = gallery(core, val_set, params.tracking.gallery_samples, accelerator.device)
+                tracker.log_image(image, "cam_gallery.png")
+                tracker.log_table(table, "explanations.json")
+                tracker.log_artifacts(paths.model_dir, "model")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
+
+
+def gallery(core: MEGL, val_set: ExplanationDataset, n: int, device) -> tuple[np.ndarray, dict[str, list]]:
+    """CAM overlays against GT maps, and generated vs reference explanations, for the first n
+    validation samples with a GT map (then the first others): the same samples in every run."""
+    with_map = [i for i in range(len(val_set)) if val_set.index[val_set.rows[i]] >= 0]
+    picks = (with_map + [i for i in range(len(val_set)) if i not in set(with_map)])[:n]
+    items = [val_set[i] for i in picks]
+    pixels = torch.stack([it["pixels"] for it in items]).to(device)
+    core.eval()
+    logits, cam, features = explain(core.classifier, pixels)
+    images = (pixels.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    image = overlay_grid(images, cam.cpu().numpy(), np.stack([it["gt_map"].numpy() for it in items]),
+                         np.array([it["has_map"] for it in items]))
+    table = {
+        "sample": [val_set.manifest["sample_id"].iat[it["row"]] for it in items],
+        "label": [val_set.classes[it["label"]] for it in items],
+        "predicted": [val_set.classes[int(c)] for c in logits.argmax(1)],
+        "references": [" | ".join(val_set.explanations(i)) for i in picks],
+    }
+    if core.text_head is not None:
+        table["generated"] = core.text_head.generate(pixels, cam, features)
+    return image, table
 
 
 def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict) -> None:

@@ -46,3 +46,13 @@ def normalise(cam: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 def class_scores(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     return logits.gather(1, classes.view(-1, 1)).squeeze(1)
+
+
+def explain(classifier, pixels: torch.Tensor, classes: torch.Tensor | None = None, eps: float = 1e-8):
+    """Evaluation-time explanation: logits, normalised CAM of `classes` (default: the predicted
+    class) and the features, with gradients enabled just for the CAM and nothing kept in a graph."""
+    with torch.enable_grad():
+        out = classifier(pixels)
+        targets = out.logits.argmax(1) if classes is None else classes
+        cam = normalise(grad_cam(out.activations, class_scores(out.logits, targets), "detached"), eps)
+    return out.logits.detach(), cam.detach(), out.features.detach()
