@@ -1,0 +1,136 @@
+"""Seconds per training step: CE only, CE + batched Grad-CAM loss (both modes), full MEGL, and the
+peer approach (per-sample hooks + backward, as in the authors' prototype and RES).
+
+Prints one JSON object; every ratio is against the CE-only step measured in the same run.
+
+    .venv/bin/python benchmarks/train_step.py [--profiles tiny paper] [--steps 5] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from megl.config import VariantConfig
+from megl.models.backbones import BackboneConfig, build_classifier
+from megl.models.gradcam import class_scores, grad_cam, normalise
+from megl.models.megl import MEGL
+from megl.models.sdtg import SDTGHead, TextHeadConfig
+from megl.models.tokenizer import train_tokenizer
+
+SIZES = {"tiny": (64, 32), "paper": (224, 16)}  # image size, batch
+TEXTS = ["the red circle in the center is round", "a blue square with four equal sides", "one arm is raised high"]
+
+
+def timed(step, steps: int, device: str) -> float:
+    for _ in range(2):  # warm-up: allocator, kernels, thread pools
+        step()
+    times = []
+    for _ in range(steps):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench(backbone: str, profile: str, steps: int, device: str) -> dict:
+    size, batch = SIZES[profile]
+    torch.manual_seed(0)
+    classifier = build_classifier(BackboneConfig(backbone, profile), 10).to(device).train()
+    grid = classifier(torch.zeros(1, 3, size, size, device=device)).activations.shape[-1]
+    x = torch.rand(batch, 3, size, size, device=device)
+    y = torch.arange(batch, device=device) % 10
+    gt = torch.rand(batch, grid, grid, device=device)
+    opt = torch.optim.SGD(classifier.parameters(), lr=1e-4)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+
+    def ce_only():
+        opt.zero_grad()
+        with autocast:
+            loss = F.cross_entropy(classifier(x).logits, y)
+        loss.backward()
+        opt.step()
+
+    def cam_step(mode):
+        def step():
+            opt.zero_grad()
+            with autocast:
+                out = classifier(x)
+                cam = normalise(grad_cam(out.activations, class_scores(out.logits, y), mode))
+                loss = F.cross_entropy(out.logits, y) + (cam - gt).abs().mean()
+            loss.backward()
+            opt.step()
+        return step
+
+    def peer_per_sample():
+        """Per sample: forward with hooks, backward of its logit for the weights, CAM loss backward."""
+        opt.zero_grad()
+        F.cross_entropy(classifier(x).logits, y).backward()
+        store = {}
+        h1 = classifier.cam_layer.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
+        for i in range(batch):
+            out = classifier(x[i : i + 1])
+            a = store["a"]
+            (g,) = torch.autograd.grad(out.logits[0, y[i]], a, retain_graph=True)
+            cam = torch.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1))
+            cam = cam / (cam.max() + 1e-8)
+            ((cam - gt[i : i + 1]).abs().mean() / batch).backward()
+        h1.remove()
+        opt.step()
+
+    tokenizer = train_tokenizer(TEXTS * 10, 128)
+    head = SDTGHead(TextHeadConfig(), classifier.feature_dim, tokenizer).to(device)
+    megl = MEGL(classifier, head, VariantConfig(True, True, True), gt.mean(0), lambda_visual=1.0,
+                lambda_textual=0.5, cam_mode="create_graph", cam_eps=1e-8).to(device)
+    ids, mask = (t.to(device) for t in head.encode([TEXTS[i % 3] for i in range(batch)]))
+    megl_opt = torch.optim.SGD([p for p in megl.parameters() if p.requires_grad], lr=1e-4)
+    has = torch.arange(batch, device=device) % 4 == 0
+
+    def megl_full():
+        megl_opt.zero_grad()
+        with autocast:
+            out = megl(x, y, gt, has, ids, mask)
+        out.loss.backward()
+        megl_opt.step()
+
+    r = {"backbone": backbone, "profile": profile, "image_size": size, "batch": batch, "cam_grid": grid}
+    r["ce_only_s"] = timed(ce_only, steps, device)
+    r["cam_create_graph_s"] = timed(cam_step("create_graph"), steps, device)
+    r["cam_detached_s"] = timed(cam_step("detached"), steps, device)
+    r["megl_full_tiny_text_head_s"] = timed(megl_full, steps, device)
+    r["peer_per_sample_s"] = timed(peer_per_sample, max(2, steps // 2), device)
+    r["ratio_create_graph_vs_ce"] = r["cam_create_graph_s"] / r["ce_only_s"]
+    r["ratio_detached_vs_ce"] = r["cam_detached_s"] / r["ce_only_s"]
+    r["speedup_detached_vs_peer"] = r["peer_per_sample_s"] / r["cam_detached_s"]
+    r["speedup_create_graph_vs_peer"] = r["peer_per_sample_s"] / r["cam_create_graph_s"]
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profiles", nargs="+", default=["tiny", "paper"], choices=sorted(SIZES))
+    parser.add_argument("--backbones", nargs="+", default=["resnet18", "vit_b16"])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    results = [bench(b, p, args.steps, args.device) for p in args.profiles for b in args.backbones]
+    device = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
+    print(json.dumps({
+        "benchmark": "train_step", "device": args.device, "device_name": device,
+        "dtype": "bf16 autocast" if args.device == "cuda" else "fp32",
+        "torch_threads": torch.get_num_threads(), "results": results,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
