@@ -243,8 +243,8 @@ def train(
 def gallery(core: MEGL, val_set: ExplanationDataset, n: int, device) -> tuple[np.ndarray, dict[str, list]]:
     """CAM overlays against GT maps, and generated vs reference explanations, for the first n
     validation samples with a GT map (then the first others): the same samples in every run."""
-    with_map = [i for i in range(len(val_set)) if val_set.index[val_set.rows[i]] >= 0]
-    picks = (with_map + [i for i in range(len(val_set)) if i not in set(with_map)])[:n]
+    has_map = val_set.index[val_set.rows] >= 0
+    picks = (list(map(int, has_map.nonzero()[0])) + list(map(int, (~has_map).nonzero()[0])))[:n]
     items = [val_set[i] for i in picks]
     pixels = torch.stack([it["pixels"] for it in items]).to(device)
     core.eval()
