@@ -1,0 +1,77 @@
+"""The regression gate with real DVC and git: a planted drop fails, noise passes, a missing metric is named."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from megl.gate import Rule, check, report
+
+RULES = {"accuracy": Rule(True, 0.02), "deletion_auc": Rule(False, 0.02), "cider": Rule(True, 0.1)}
+FILES = ["metrics/*/*/megl.json"]
+
+
+def diff(**metrics):
+    return {"metrics/d/b/megl.json": {k: {"old": o, "new": n} for k, (o, n) in metrics.items()}}
+
+
+def test_check_directions_and_tolerances():
+    findings = check(diff(accuracy=(0.9, 0.85), deletion_auc=(0.2, 0.21), cider=(1.0, 1.3)), FILES, RULES)
+    kinds = {f.metric: f.kind for f in findings}
+    assert kinds == {"accuracy": "regressed", "deletion_auc": "ok", "cider": "improved"}
+    text, ok = report(findings)
+    assert not ok and "REGRESSED metrics/d/b/megl.json: accuracy 0.9 -> 0.85" in text
+    assert check(diff(deletion_auc=(0.2, 0.25)), FILES, RULES)[0].kind == "regressed"  # lower is better
+
+
+def test_ungated_files_and_metrics_are_ignored():
+    d = diff(accuracy=(0.9, 0.1), latency_ms=(1.0, 9.0))
+    assert check(d, ["metrics/*/*/baseline.json"], RULES) == []
+    assert [f.metric for f in check(d, FILES, RULES)] == ["accuracy"]
+
+
+@pytest.fixture
+def repo_with_metrics(tmp_path, venv_bin):
+    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    run = lambda *a: subprocess.run(a, cwd=tmp_path, env=env, check=True, capture_output=True)  # noqa: E731
+    run("git", "init", "-q")
+    run("dvc", "init", "-q")
+    (tmp_path / "metrics/d/b").mkdir(parents=True)
+    (tmp_path / "metrics/d/b/megl.json").write_text(json.dumps({"accuracy": 0.9, "miou": 0.4, "cider": 1.0}))
+    (tmp_path / "dvc.yaml").write_text("metrics:\n  - metrics/d/b/megl.json\n")
+    (tmp_path / "tolerances.yaml").write_text(
+        "files: ['metrics/*/*/megl.json']\nmetrics:\n"
+        "  accuracy: {direction: higher, tolerance: 0.02}\n  miou: {direction: higher, tolerance: 0.02}\n"
+        "  cider: {direction: higher, tolerance: 0.1}\n"
+    )
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "metrics")
+
+    def gate(new: dict):
+        (tmp_path / "metrics/d/b/megl.json").write_text(json.dumps(new))
+        script = os.path.join(os.path.dirname(__file__), "..", "stages", "check_regression.py")
+        return subprocess.run([sys.executable, script, "--tolerances", "tolerances.yaml"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True)
+
+    return gate
+
+
+@pytest.mark.slow
+def test_gate_with_real_dvc(repo_with_metrics):
+    gate = repo_with_metrics
+    same = gate({"accuracy": 0.9, "miou": 0.4, "cider": 1.0})
+    assert same.returncode == 0 and "3 metrics checked, 0 regressed" in same.stdout
+
+    noise = gate({"accuracy": 0.89, "miou": 0.395, "cider": 0.95})
+    assert noise.returncode == 0, noise.stdout
+
+    drop = gate({"accuracy": 0.80, "miou": 0.4, "cider": 1.0})
+    assert drop.returncode == 1
+    assert "REGRESSED metrics/d/b/megl.json: accuracy 0.9 -> 0.8" in drop.stdout
+
+    missing = gate({"accuracy": 0.9, "cider": 1.0})
+    assert missing.returncode == 1
+    assert "MISSING   metrics/d/b/megl.json: miou was 0.4, now absent" in missing.stdout
