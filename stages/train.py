@@ -31,6 +31,7 @@ def main() -> None:
         model_dir=params.root / "models" / run,
         checkpoint_dir=params.root / "checkpoints" / run,
         metrics_file=params.root / "metrics" / args.dataset / args.backbone / f"train_{args.variant}.json",
+        history_file=params.root / "plots" / args.dataset / args.backbone / f"history_{args.variant}.json",
     )
     try:
         train(params, args.dataset, args.backbone, args.variant, paths, resume=args.resume, max_steps=args.max_steps)

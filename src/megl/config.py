@@ -216,6 +216,26 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    cam_threshold: float  # CAM (min-max, image size) binarised at >= this for mIoU (RES: 0.5)
+    faithfulness_samples: int  # first N test samples for deletion / insertion / average drop
+    faithfulness_steps: int  # RISE steps per curve
+    java_timeout_s: float  # pycocoevalcap's Java calls (tokenizer, METEOR, SPICE)
+    spice: bool  # SPICE when its CoreNLP jars are present
+    gallery_samples: int
+    efficiency_warmup: int
+    efficiency_iters: int
+    clipscore_clip_path: str | None = None  # local CLIP (ViT-B/32 for paper-comparable CLIPScore)
+
+    def validate(self, where: str) -> None:
+        if not 0 < self.cam_threshold < 1:
+            raise ConfigError(f"{where}.cam_threshold: must be in (0, 1)")
+        for name in ("faithfulness_samples", "faithfulness_steps", "efficiency_iters"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name}: must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrackingConfig:
     enabled: bool
     experiment_prefix: str  # experiment per dataset: <prefix>/<dataset>
@@ -242,6 +262,7 @@ class Params:
     backbones: dict[str, BackboneParams]
     variants: dict[str, VariantConfig]
     train: TrainConfig
+    evaluate: EvaluateConfig
     tracking: TrackingConfig
     # validated against megl.models.sdtg.TextHeadConfig by the training code (keeps this module light)
     text_head: dict[str, Any]
@@ -316,7 +337,10 @@ def _resolve_paths(params: Params, root: Path) -> Params:
     }
     synthetic = {name: dataclasses.replace(s, out_dir=absolute(s.out_dir)) for name, s in params.synthetic.items()}
     backbones = {name: dataclasses.replace(b, pretrained_path=absolute(b.pretrained_path)) for name, b in params.backbones.items()}
-    return dataclasses.replace(params, root=root, datasets=datasets, synthetic=synthetic, backbones=backbones)
+    evaluate = dataclasses.replace(params.evaluate, clipscore_clip_path=absolute(params.evaluate.clipscore_clip_path))
+    return dataclasses.replace(
+        params, root=root, datasets=datasets, synthetic=synthetic, backbones=backbones, evaluate=evaluate
+    )
 
 
 def build_dataclass(tp: Any, value: Any, where: str) -> Any:

@@ -95,3 +95,24 @@ class MlflowTracker(NullTracker):
 
 def start_run(enabled: bool, root: Path, experiment: str, run_name: str, params: dict, tags: dict[str, str]):
     return MlflowTracker(root, experiment, run_name, params, tags) if enabled else NullTracker()
+
+
+def log_to_training_run(
+    root: Path, experiment: str, tags: dict[str, str], metrics: dict[str, float], folder: Path, artifact_path: str
+) -> bool:
+    """Append metrics and artifacts to the newest training run with these tags (evaluation after
+    training). The run id is not stored in the model: that would make identical runs differ."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(root))
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return False
+    query = " and ".join(f"tags.{k} = '{v}'" for k, v in sorted(tags.items()))
+    runs = mlflow.search_runs([found.experiment_id], filter_string=query, order_by=["start_time DESC"], max_results=1, output_format="list")
+    if not runs:
+        return False
+    with mlflow.start_run(run_id=runs[0].info.run_id):
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+    return True

@@ -57,6 +57,7 @@ class RunPaths:
     model_dir: Path  # exported best model (a DVC output)
     checkpoint_dir: Path  # per-epoch Accelerate states (not tracked)
     metrics_file: Path  # per-epoch history, best epoch (a DVC metric)
+    history_file: Path | None = None  # the per-epoch rows alone, for DVC plots
 
 
 def make_accelerator(grad_accum: int) -> Accelerator:
@@ -229,6 +230,8 @@ def train(
         }
         if accelerator.is_main_process:
             write_json(paths.metrics_file, summary)
+            if paths.history_file is not None:
+                write_json(paths.history_file, state["history"])
             if params.tracking.enabled:
                 core.load_state_dict(load_file(paths.model_dir / "model.safetensors"), strict=False)
                 image, table = gallery(core, val_set, params.tracking.gallery_samples, accelerator.device)

@@ -1,0 +1,221 @@
+"""Evaluate one trained model on the test split: every number of the paper's Tables 2, 3 and 5,
+plus localisation extras and faithfulness (MMEL / REX seeds).
+
+Outputs (paths chosen by the stage):
+  metrics JSON      flat name -> value, deterministic (the regression gate reads it)
+  efficiency JSON   parameters, latency, FPS (machine-dependent, kept apart)
+  per-class F1 and confusion JSON   lists for DVC plots
+  results dir       predictions.parquet, cams.npy, gallery.png, gallery.html
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from megl.atomic import atomic_dir, write_json
+from megl.config import EvaluateConfig, Params
+from megl.data.dataset import ExplanationDataset, collate
+from megl.evaluate.classification import classification_metrics
+from megl.evaluate.efficiency import efficiency_metrics
+from megl.evaluate.faithfulness import faithfulness_metrics
+from megl.evaluate.localisation import localisation_metrics, upsample
+from megl.models.gradcam import explain
+from megl.models.load import load_exported
+from megl.visualize import overlay_grid
+
+
+@dataclasses.dataclass
+class EvalPaths:
+    model_dir: Path
+    metrics_file: Path
+    efficiency_file: Path
+    per_class_f1_file: Path
+    confusion_file: Path
+    results_dir: Path
+
+
+def _round(metrics: dict) -> dict:
+    """Fixed precision, so the same predictions always serialise to the same bytes."""
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
+def predict_test_split(model, test_set: ExplanationDataset, batch_size: int, device) -> dict:
+    """Logits, predicted-class CAMs and (with a text head) greedy explanations for the test split."""
+    loader = DataLoader(test_set, batch_size=batch_size, collate_fn=collate)
+    out = {"rows": [], "labels": [], "preds": [], "probs": [], "cams": [], "generated": []}
+    for batch in loader:
+        pixels = batch["pixels"].to(device)
+        logits, cam, features = explain(model.classifier, pixels)
+        out["rows"].append(batch["row"])
+        out["labels"].append(batch["label"])
+        out["preds"].append(logits.argmax(1).cpu())
+        out["probs"].append(logits.softmax(1).cpu())
+        out["cams"].append(cam.cpu())
+        if model.text_head is not None:
+            out["generated"] += model.text_head.generate(pixels, cam, features)
+    for key in ("rows", "labels", "preds", "probs", "cams"):
+        out[key] = torch.cat(out[key]).numpy()
+    return out
+
+
+def gt_maps_at_image_size(data_dir: Path, rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of rows with a GT map, their maps at image size)."""
+    index = np.load(data_dir / "saliency" / "index.npy")[rows]
+    maps = np.load(data_dir / "saliency" / f"maps_{size}.npy", mmap_mode="r")
+    has = index >= 0
+    return has, np.asarray(maps[index[has]])
+
+
+def evaluate(params: Params, dataset: str, backbone: str, variant: str, paths: EvalPaths) -> dict:
+    cfg: EvaluateConfig = params.evaluate
+    torch.manual_seed(params.train.seed)
+    torch.use_deterministic_algorithms(True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, config = load_exported(paths.model_dir)
+    model.to(device)
+    data_dir = params.root / "data" / dataset
+    test_set = ExplanationDataset(data_dir, "test", config["grid"], seed=params.train.seed)
+    size = test_set.images.shape[1]
+
+    pred = predict_test_split(model, test_set, params.train.eval_batch_size, device)
+    metrics = {"dataset": dataset, "backbone": backbone, "variant": variant}
+    flat, f1_rows, confusion = classification_metrics(pred["labels"], pred["preds"], test_set.classes)
+    metrics |= flat
+
+    # visual explanation: predicted-class CAM against the GT map, where one exists
+    has, gt = gt_maps_at_image_size(data_dir, pred["rows"], size)
+    metrics |= localisation_metrics(torch.from_numpy(pred["cams"][has]), torch.from_numpy(gt), size, cfg.cam_threshold)
+
+    # faithfulness on a fixed prefix of the test split (cost grows with steps x samples)
+    n = min(cfg.faithfulness_samples, len(test_set))
+    images = torch.stack([test_set[i]["pixels"] for i in range(n)]).to(device)
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model.classifier(x).logits.softmax(1)
+
+    saliency = upsample(torch.from_numpy(pred["cams"][:n]).to(device), size)
+    metrics |= faithfulness_metrics(
+        predict, images, saliency, torch.from_numpy(pred["preds"][:n]).to(device),
+        steps=cfg.faithfulness_steps, batch_size=params.train.eval_batch_size,
+    )
+
+    references = {str(i): test_set.explanations(i) for i in range(len(test_set))}
+    if model.text_head is not None:
+        from megl.evaluate.text import score_explanations
+
+        hypotheses = {str(i): g for i, g in enumerate(pred["generated"])}
+        # the tokenizer lower-cases, so references are compared lower-cased too
+        refs_lower = {k: [r.lower() for r in v] for k, v in references.items()}
+        text = score_explanations(hypotheses, refs_lower, timeout_s=cfg.java_timeout_s, spice=cfg.spice)
+        metrics |= {k: v for k, v in text.items() if not k.startswith("seconds_") and k != "jvm_starts"}
+        metrics |= clipscore(model, test_set, pred["generated"], cfg, device)
+
+    metrics = _round(metrics)
+    write_json(paths.metrics_file, metrics)
+    write_json(paths.per_class_f1_file, f1_rows)
+    write_json(paths.confusion_file, confusion)
+    efficiency = efficiency_metrics(model, images[:1], warmup=cfg.efficiency_warmup, iters=cfg.efficiency_iters)
+    write_json(paths.efficiency_file, {"dataset": dataset, "backbone": backbone, "variant": variant} | efficiency)
+    write_results(paths.results_dir, test_set, pred, references, has, gt, cfg.gallery_samples)
+    log_to_run(params, dataset, backbone, variant, metrics, efficiency, paths)
+    return metrics
+
+
+def clipscore(model, test_set, generated: list[str], cfg: EvaluateConfig, device) -> dict:
+    """CLIPScore (Hessel et al. 2021) with the configured CLIP; named in the metrics."""
+    from megl.evaluate.text import clip_scores
+
+    if cfg.clipscore_clip_path:
+        from transformers import CLIPModel, CLIPTokenizerFast
+
+        clip = CLIPModel.from_pretrained(cfg.clipscore_clip_path, local_files_only=True).to(device).eval()
+        tokenizer = CLIPTokenizerFast.from_pretrained(cfg.clipscore_clip_path, local_files_only=True)
+        name = Path(cfg.clipscore_clip_path).name
+    else:
+        # No CLIP weights on this machine: a seeded random tiny CLIP keeps the code path real, but
+        # its scores mean nothing; the metrics say so.
+        from transformers import CLIPConfig, CLIPModel
+
+        tokenizer = model.text_head.tokenizer
+        torch.manual_seed(0)
+        clip = CLIPModel(CLIPConfig(
+            text_config={"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128,
+                         "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 64},
+            vision_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                           "num_attention_heads": 4, "image_size": test_set.images.shape[1], "patch_size": 8},
+            projection_dim=64,
+        )).to(device).eval()
+        name = "random-init tiny CLIP (seed 0): not comparable to the paper"
+    pixels = torch.stack([test_set[i]["pixels"] for i in range(len(test_set))])
+    scores = []
+    for start in range(0, len(pixels), 128):
+        scores += clip_scores(clip, tokenizer, pixels[start : start + 128].to(device), generated[start : start + 128])
+    return {"clipscore": float(np.mean(scores)), "clipscore_clip": name}
+
+
+def write_results(out: Path, test_set, pred, references, has, gt, n_gallery: int) -> None:
+    rows = pred["rows"]
+    frame = pd.DataFrame({
+        "sample_id": test_set.manifest["sample_id"].to_numpy()[rows],
+        "label": [test_set.classes[i] for i in pred["labels"]],
+        "predicted": [test_set.classes[i] for i in pred["preds"]],
+        "generated": pred["generated"] or [None] * len(rows),
+        "references": [references[str(i)] for i in range(len(rows))],
+        "has_visual": has,
+    })
+    pick = list(np.flatnonzero(has)[:n_gallery])
+    images = np.stack([np.asarray(test_set.images[r]) for r in rows[pick]]) if pick else None
+    with atomic_dir(out) as tmp:
+        frame.to_parquet(tmp / "predictions.parquet", index=False)
+        np.save(tmp / "cams.npy", pred["cams"].astype(np.float32))
+        if pick:
+            gt_by_row = dict(zip(np.flatnonzero(has), gt))
+            gt_grid = np.stack([np.asarray(Image.fromarray(gt_by_row[i]).resize(pred["cams"].shape[1:][::-1], Image.Resampling.BOX)) for i in pick])
+            grid = overlay_grid(images, pred["cams"][pick], gt_grid, np.ones(len(pick), bool))
+            Image.fromarray(grid).save(tmp / "gallery.png")
+            _gallery_html(tmp / "gallery.html", grid, frame.iloc[pick])
+
+
+def _gallery_html(path: Path, grid: np.ndarray, rows: pd.DataFrame) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(grid).save(buf, format="PNG")
+    img = base64.b64encode(buf.getvalue()).decode()
+    items = "".join(
+        f"<tr><td>{html.escape(r.sample_id)}</td><td>{html.escape(r.label)}</td><td>{html.escape(r.predicted)}</td>"
+        f"<td>{html.escape(r.generated or '')}</td><td>{html.escape(' | '.join(r.references))}</td></tr>"
+        for r in rows.itertuples()
+    )
+    path.write_text(
+        "<!doctype html><meta charset=utf-8><title>megl gallery</title>"
+        "<p>Rows: image | predicted-class CAM | ground-truth map</p>"
+        f"<img src='data:image/png;base64,{img}'><table border=1><tr><th>sample</th><th>label</th>"
+        f"<th>predicted</th><th>generated</th><th>references</th></tr>{items}</table>\n"
+    )
+
+
+def log_to_run(params: Params, dataset, backbone, variant, metrics: dict, efficiency: dict, paths: EvalPaths) -> None:
+    """Add the test metrics and the gallery to the training run of this model, when tracked."""
+    if not params.tracking.enabled:
+        return
+    from megl.tracking import log_to_training_run
+
+    numbers = {
+        f"test/{k}": float(v) for k, v in (metrics | efficiency).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    tags = {"dataset": dataset, "backbone": backbone, "variant": variant}
+    experiment = f"{params.tracking.experiment_prefix}/{dataset}"
+    if not log_to_training_run(params.root, experiment, tags, numbers, paths.results_dir, "evaluation"):
+        print(f"evaluate: no MLflow training run tagged {tags} in {experiment}; metrics not logged there")
+

@@ -1,0 +1,44 @@
+"""Rebuild an exported model (models/<d>/<b>/<v>/) for evaluation: config.json + model.safetensors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from megl.config import VariantConfig, build_dataclass
+from megl.models.backbones import BackboneConfig, build_classifier
+from megl.models.megl import MEGL
+
+
+def load_exported(model_dir: Path) -> tuple[MEGL, dict]:
+    """The MEGL module in eval mode and its resolved config."""
+    model_dir = Path(model_dir)
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path}: no exported model here (run the train stage first)")
+    config = json.loads(config_path.read_text())
+    bb = config["backbone_params"]
+    classifier = build_classifier(BackboneConfig(config["backbone"], bb["profile"], bb["pretrained_path"]), len(config["classes"]))
+    variant = VariantConfig(**config["variant_terms"])
+    text_head = None
+    if variant.text:
+        from megl.models.sdtg import SDTGHead, TextHeadConfig
+        from megl.models.tokenizer import load_tokenizer
+
+        head_cfg = build_dataclass(TextHeadConfig, dict(config["text_head"]), "text_head")
+        text_head = SDTGHead(head_cfg, classifier.feature_dim, load_tokenizer(model_dir / "tokenizer"))
+    grid = config["grid"]
+    model = MEGL(
+        classifier, text_head, variant, torch.zeros(grid, grid),
+        lambda_visual=0.0, lambda_textual=0.0, cam_mode="detached", cam_eps=config["train"]["cam_eps"],
+    )
+    weights = load_file(model_dir / "model.safetensors")
+    # paper profiles export only what training changed; their frozen parts come from the local paths
+    strict = config["text_head"].get("profile", "tiny") != "paper" or text_head is None
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or (strict and missing):
+        raise ValueError(f"{model_dir / 'model.safetensors'}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.eval(), config

@@ -1,0 +1,67 @@
+"""The evaluate stage on trained tiny models: every metric present, deterministic, outputs written."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from megl.evaluate.run import EvalPaths, evaluate
+from megl.train import RunPaths, train
+
+
+def run_paths(root, backbone, variant):
+    out = root / "metrics/object_me" / backbone
+    return EvalPaths(
+        model_dir=root / "models/object_me" / backbone / variant,
+        metrics_file=out / f"{variant}.json",
+        efficiency_file=out / f"efficiency_{variant}.json",
+        per_class_f1_file=root / "plots/object_me" / backbone / f"per_class_f1_{variant}.json",
+        confusion_file=root / "plots/object_me" / backbone / f"confusion_{variant}.json",
+        results_dir=root / "results/object_me" / backbone / variant,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(small_params):
+    root = small_params.root
+    for variant in ("megl", "baseline"):
+        run = f"object_me/resnet18/{variant}"
+        train(small_params, "object_me", "resnet18", variant,
+              RunPaths(root / "models" / run, root / "checkpoints" / run, root / "metrics" / f"{run}_train.json"))
+    return small_params
+
+
+@pytest.mark.slow
+def test_megl_model_gets_every_metric_deterministically(trained):
+    paths = run_paths(trained.root, "resnet18", "megl")
+    metrics = evaluate(trained, "object_me", "resnet18", "megl", paths)
+    first = paths.metrics_file.read_bytes()
+    for key in ("accuracy", "precision", "recall", "f1", "miou", "pointing_game", "relevance_mass",
+                "deletion_auc", "insertion_auc", "average_drop", "increase_in_confidence",
+                "bleu_1", "bleu_4", "meteor", "rouge_l", "cider", "clipscore"):
+        assert isinstance(metrics[key], float), key
+    assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["miou"] <= 1
+    assert metrics["test_samples"] == len(pd.read_parquet(trained.root / "data/object_me/manifest.parquet").query("split == 'test'"))
+    assert metrics["localisation_samples"] > 0 and metrics["faithfulness_samples"] > 0
+    assert metrics["spice_status"] == "ok" or metrics["spice_status"].startswith("unavailable")
+    assert "not comparable" in metrics["clipscore_clip"]  # no CLIP weights here, and the metrics say so
+
+    evaluate(trained, "object_me", "resnet18", "megl", paths)
+    assert paths.metrics_file.read_bytes() == first  # same model, same bytes
+
+    efficiency = json.loads(paths.efficiency_file.read_text())
+    assert efficiency["parameters_classifier"] > 0 and efficiency["fps"] > 0 and efficiency["batch_size"] == 1
+    preds = pd.read_parquet(paths.results_dir / "predictions.parquet")
+    assert len(preds) == metrics["test_samples"] and preds["generated"].map(len).gt(0).all()
+    assert np.load(paths.results_dir / "cams.npy").shape == (len(preds), 8, 8)
+    assert (paths.results_dir / "gallery.png").is_file() and "<table" in (paths.results_dir / "gallery.html").read_text()
+    f1_rows = json.loads(paths.per_class_f1_file.read_text())
+    assert [r["class"] for r in f1_rows] == json.loads((trained.root / "data/object_me/classes.json").read_text())
+    assert len(json.loads(paths.confusion_file.read_text())) == metrics["test_samples"]
+
+
+def test_model_without_text_head_has_no_text_metrics(trained):
+    metrics = evaluate(trained, "object_me", "resnet18", "baseline", run_paths(trained.root, "resnet18", "baseline"))
+    assert "bleu_4" not in metrics and "clipscore" not in metrics
+    assert {"accuracy", "miou", "deletion_auc"} <= set(metrics)
