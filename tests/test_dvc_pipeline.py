@@ -44,8 +44,8 @@ def ran(output: str) -> set[str]:
 def test_repro_builds_everything_then_is_a_no_op(pipeline):
     work, dvc = pipeline
     stages = {f"{s}@{d}" for s in ("synthesize", "extract", "saliency") for d in ("object_me", "action_me")}
-    stages |= {f"train@{d}-resnet18-{v}" for d in ("object_me", "action_me") for v in ("megl", "baseline")}
-    assert ran(dvc("repro")) == stages
+    stages |= {f"{s}@{d}-resnet18-{v}" for s in ("train", "evaluate") for d in ("object_me", "action_me") for v in ("megl", "baseline")}
+    assert ran(dvc("repro")) == stages | {"tables"}
     for ds in ("object_me", "action_me"):
         for name in ("manifest.parquet", "classes.json", "images.npy", "saliency/index.npy", "saliency/mean_map_8.npy"):
             assert (work / "data" / ds / name).is_file()
@@ -56,6 +56,12 @@ def test_repro_builds_everything_then_is_a_no_op(pipeline):
             assert (work / "models" / ds / "resnet18" / variant / "model.safetensors").is_file()
             summary = json.loads((work / "metrics" / ds / "resnet18" / f"train_{variant}.json").read_text())
             assert summary["epochs"] == 1 and 0 <= summary["best_val_accuracy"] <= 1
+            metrics = json.loads((work / "metrics" / ds / "resnet18" / f"{variant}.json").read_text())
+            assert 0 <= metrics["accuracy"] <= 1 and ("bleu_4" in metrics) == (variant == "megl")
+    tables = sorted(p.name for p in (work / "metrics" / "tables").iterdir())
+    assert len(tables) == 18 and "table2.md" in tables
+    table2 = (work / "metrics" / "tables" / "table2.md").read_text()
+    assert "| ResNet18 | MEGL |" in table2 and "| ResNet18 | - |" in table2
     again = dvc("repro")
     assert ran(again) == set() and "Data and pipelines are up to date" in again
 
@@ -70,7 +76,7 @@ def test_repro_builds_everything_then_is_a_no_op(pipeline):
     params["variants"]["baseline"]["consistency"] = False  # same value: YAML rewritten, block unchanged
     params["variants"]["megl"]["consistency"] = False
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert ran(dvc("repro")) == {"train@object_me-resnet18-megl", "train@action_me-resnet18-megl"}
+    assert ran(dvc("repro")) == {f"{s}@{d}-resnet18-megl" for s in ("train", "evaluate") for d in ("object_me", "action_me")} | {"tables"}
 
     metrics = json.loads(dvc("metrics", "show", "--json"))
     assert metrics  # the reports are DVC metrics
