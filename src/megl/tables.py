@@ -122,16 +122,23 @@ TEXT_KEYS = [("clipscore", "CLIPScore"), ("bleu_4", "B4"), ("meteor", "M"), ("ro
 
 def table3(metrics: Path, datasets, backbones, variants) -> Table:
     header = ["Method", "Backbone"] + [f"{DATASET_NAMES.get(d, d)} {n}" for d in datasets for _, n in TEXT_KEYS]
-    rows = []
+    rows, clips, spice = [], set(), set()
     for b in backbones:
         for v in [m for m in METHOD_ORDER if m in variants and m in ("text", "visual_text", "megl")]:
             row = [Cell(f"{METHOD_NAMES[v]}"), Cell(BACKBONE_NAMES.get(b, b))]
             for d in datasets:
                 m = _load(metrics / d / b / f"{v}.json") or {}
                 row += [Cell(m.get(k)) for k, _ in TEXT_KEYS]
+                clips |= {m["clipscore_clip"]} if "clipscore_clip" in m else set()
+                spice |= {m["spice_status"].split(":")[0]} if "spice_status" in m else set()
             rows.append(row)
     mark_best(rows, range(2, len(header)))
-    return Table("table3", "Table 3. Textual explanation quality (B4, M, R, S, C: BLEU-4, METEOR, ROUGE-L, SPICE, CIDEr).", header, rows)
+    caption = "Table 3. Textual explanation quality (B4, M, R, S, C: BLEU-4, METEOR, ROUGE-L, SPICE, CIDEr)."
+    if clips:  # which CLIP scored CLIPScore decides whether the column means anything
+        caption += f" CLIPScore computed with: {'; '.join(sorted(clips))}."
+    if "unavailable" in spice:
+        caption += " SPICE unavailable (no CoreNLP jars; see spice_status in the metrics)."
+    return Table("table3", caption, header, rows)
 
 
 def table4(metrics: Path, datasets, backbones, variants) -> Table:
