@@ -49,6 +49,8 @@ def test_megl_model_gets_every_metric_deterministically(trained):
 
     evaluate(trained, "object_me", "resnet18", "megl", paths)
     assert paths.metrics_file.read_bytes() == first  # same model, same bytes
+    text = first.decode()  # committed metrics must not depend on where the clone or its venv lives
+    assert str(trained.root) not in text and ".venv" not in text and "site-packages" not in text
 
     efficiency = json.loads(paths.efficiency_file.read_text())
     assert efficiency["parameters_classifier"] > 0 and efficiency["fps"] > 0 and efficiency["batch_size"] == 1

@@ -316,7 +316,8 @@ def score_explanations(
         spice_status = "unavailable: disabled (spice=False)"
     elif missing := missing_spice_jars():
         spice_status = (
-            f"unavailable: Stanford CoreNLP jars missing from {_spice_lib_dir()} "
+            # no absolute path here: the status is stored in committed metrics and must not depend on the clone
+            f"unavailable: Stanford CoreNLP jars missing from pycocoevalcap/spice/lib "
             f"({', '.join(missing)}); pycocoevalcap would download them, which is not allowed"
         )
     else:
