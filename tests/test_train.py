@@ -8,7 +8,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from megl.config import load_params
 from megl.train import RunPaths, train
 
 VARIANTS = ["megl", "visual_text", "text", "visual", "baseline"]

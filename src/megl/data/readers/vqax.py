@@ -11,7 +11,6 @@ Images COCO_{train,val}2014_<image_id:012d>.jpg under the image root (or its tra
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from megl.data.json_files import expect_mapping, load_json
 from megl.data.readers.common import (
@@ -79,9 +78,9 @@ def read_park(raw_dir: Path, image_root: Path, visual_dir: Path) -> ReadResult:
             try:
                 explanations = clean_explanations(exps, result)
                 if qid not in questions:
-                    raise RecordError("missing_question", f"not in Questions/v2_OpenEnded_mscoco_*_questions.json")
+                    raise RecordError("missing_question", "not in Questions/v2_OpenEnded_mscoco_*_questions.json")
                 if qid not in answers:
-                    raise RecordError("missing_answers", f"not in Annotations/v2_mscoco_*_annotations.json")
+                    raise RecordError("missing_answers", "not in Annotations/v2_mscoco_*_annotations.json")
                 coco, q_row = questions[qid]
                 question = require(q_row, "question", str)
                 image_id = require(q_row, "image_id", (int, str))
