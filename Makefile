@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv run test test-fast lock mlflow-ui
+.PHONY: venv run test test-fast lock mlflow-ui prefect-server prefect-serve
 
 venv: $(STAMP)
 
@@ -32,9 +32,21 @@ test: venv
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"
 
-# Browse the runs (loopback only): http://127.0.0.1:5000
+# Browse the runs (loopback only): http://127.0.0.1:$(MLFLOW_PORT), experiment `megl`
+MLFLOW_PORT ?= 5000
 mlflow-ui: venv
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port 5000
+	MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server \
+		--backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
+
+# Prefect, on loopback with its state in .prefect/ (pipeline/env.sh): the server in one shell, the
+# project's deployments (megl/ablation) served in another, then in a third
+#   . pipeline/env.sh && prefect deployment run megl/ablation --watch
+# UI: http://127.0.0.1:4200 (MEGL_PREFECT_PORT=... to change the port, in every shell).
+prefect-server: venv
+	. pipeline/env.sh && $(BIN)/prefect server start --host 127.0.0.1 --port "$$MEGL_PREFECT_PORT"
+
+prefect-serve: venv
+	. pipeline/env.sh && $(BIN)/python pipeline/serve.py
 
 # Re-resolve requirements.in into requirements.lock in a throw-away venv.
 lock:

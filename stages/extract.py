@@ -9,6 +9,7 @@ from pathlib import Path
 from megl.config import ConfigError, load_params
 from megl.data.extract import extract_dataset
 from megl.data.records import DataError
+from megl.layout import dataset_report
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
             cfg,
             params.split,
             args.out or params.root / "data" / args.dataset,
-            args.report or params.root / "metrics" / args.dataset / "dataset.json",
+            args.report or dataset_report(params.root, args.dataset),
         )
     except (ConfigError, DataError) as exc:
         sys.exit(f"extract {args.dataset}: {exc}")

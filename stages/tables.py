@@ -1,20 +1,54 @@
-"""DVC stage: the paper's tables from metrics JSON alone -> metrics/tables/*.{md,csv,tex}."""
+"""DVC stage: the paper's tables from metrics JSON alone -> metrics/tables/*.{md,csv,tex}.
+
+Reads metrics/<d>/<b>/<v>/s<seed>/test.json (and efficiency.json) for every run of the grid
+(params `grid`, or the overrides below). A run without test metrics is reported on stdout
+(`missing: <run> (<path>)`) and skipped; the tables show the rest. Exits 0 when at least one run
+was found, 1 when none was.
+"""
 
 import argparse
+import sys
 from pathlib import Path
 
-from megl.config import load_params
-from megl.tables import build_tables, write_tables
+from megl.config import ConfigError, load_params
+from megl.tables import build_tables, load_runs, write_tables
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="outputs go under its folder")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="metrics are read (and tables written) under its folder")
+    parser.add_argument("--datasets", nargs="+", metavar="NAME", help="default: params grid.datasets")
+    parser.add_argument("--backbones", nargs="+", metavar="NAME", help="default: params grid.backbones")
+    parser.add_argument("--variants", nargs="+", metavar="NAME", help="default: params grid.variants")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="N", help="default: params grid.seeds")
+    parser.add_argument("--out", type=Path, help="output folder (default: metrics/tables under the params folder)")
     args = parser.parse_args()
-    params = load_params(args.params)
-    metrics = params.root / "metrics"
+    try:
+        params = load_params(args.params)
+    except ConfigError as exc:
+        sys.exit(f"tables: {exc}")
     grid = params.grid
-    write_tables(build_tables(metrics, list(grid.datasets), list(grid.backbones), list(grid.variants)), metrics / "tables")
+    datasets = args.datasets or list(grid.datasets)
+    backbones = args.backbones or list(grid.backbones)
+    variants = args.variants or list(grid.variants)
+    seeds = args.seeds if args.seeds is not None else list(grid.seeds)
+    for kind, names, known in (("datasets", datasets, params.datasets), ("backbones", backbones, params.backbones),
+                               ("variants", variants, params.variants)):
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            sys.exit(f"tables: --{kind} {unknown} not defined in the params {kind} block")
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        sys.exit(f"tables: --seeds must be unique non-negative integers, got {seeds}")
+
+    runs = load_runs(params.root, datasets, backbones, variants, seeds)
+    for lay in runs.missing:
+        print(f"missing: {lay.key.name} ({lay.relative(lay.test_metrics)})")
+    total = len(runs.test) + len(runs.missing)
+    if not runs.test:
+        sys.exit(f"tables: none of the {total} runs has test metrics under {params.root / 'metrics'}; nothing to tabulate")
+    out = args.out or params.root / "metrics" / "tables"
+    write_tables(build_tables(runs), out)
+    print(f"tables: {len(runs.test)} of {total} runs found, {len(runs.missing)} missing -> {out}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from megl.config import load_params
 from megl.data.extract import extract_dataset
 from megl.data.saliency import build_saliency
 from megl.data.synthetic import generate
+from sweep_support import ablation_sweep  # noqa: F401  (one real Prefect sweep, shared by two test modules)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,9 @@ def test_repository_params_load(repo):
     assert set(params.datasets) == {"object_me", "action_me"}
     assert params.dataset("object_me").task == "objects"
     assert params.dataset("action_me").labels.coarsen is True
-    assert params.synthetic_source("object_me").decoy_agreement == 0.9
+    assert params.synthetic_source("object_me").decoy_agreement == 1.0
+    assert params.synthetic_source("object_me").decoy_style == "colour"
+    assert params.grid.seeds == (0,) and params.train.seed == 0
 
 
 @pytest.mark.parametrize(
@@ -38,6 +40,12 @@ def test_repository_params_load(repo):
         (lambda p: p["datasets"]["action_me"]["labels"].update(question_patterns=["^what"]),
          "datasets.action_me.labels.question_patterns: applies to VQA-X layouts only"),
         (lambda p: p["saliency"].update(grid_sizes=[8, 8]), "saliency.grid_sizes: sizes must be distinct"),
+        (lambda p: p["grid"].update(seeds=[]), "grid.seeds: need at least one seed"),
+        (lambda p: p["grid"].update(seeds=[0, 1, 1]), "grid.seeds: seeds must be unique, [1] repeated"),
+        (lambda p: p["grid"].update(seeds=[0, -2]), "grid.seeds: seeds must be >= 0, got [-2]"),
+        (lambda p: p["grid"].update(seeds=[0, "one"]), "grid.seeds[1]: expected an integer, got 'one'"),
+        (lambda p: p["grid"].update(seeds=1), "grid.seeds: expected a list, got int"),
+        (lambda p: p["grid"].pop("seeds"), "grid.seeds: missing required key"),
     ],
 )
 def test_bad_params_name_the_key(repo, tmp_path, mutate, message):

@@ -9,6 +9,8 @@ import subprocess
 import pytest
 import yaml
 
+from megl.layout import RunKey, run_layout
+
 pytestmark = pytest.mark.slow
 
 
@@ -22,7 +24,7 @@ def pipeline(repo, tmp_path, venv_bin):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for block in params["synthetic"].values():
         block.update(num_samples=300, map_size=24)
-    params["grid"].update(backbones=["resnet18"], variants=["megl", "baseline"])
+    params["grid"].update(backbones=["resnet18"], variants=["megl", "baseline"], seeds=[0])
     params["train"].update(epochs=1, batch_size=32)
     params["tracking"]["enabled"] = False
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -41,10 +43,15 @@ def ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+def runs(variants=("megl", "baseline"), seed=0) -> set[str]:
+    """train and evaluate stage names of the grid's runs with these variants and this seed."""
+    return {f"{s}@{d}-resnet18-{v}-{seed}" for s in ("train", "evaluate") for d in ("object_me", "action_me") for v in variants}
+
+
 def test_repro_builds_everything_then_is_a_no_op(pipeline):
     work, dvc = pipeline
     stages = {f"{s}@{d}" for s in ("synthesize", "extract", "saliency") for d in ("object_me", "action_me")}
-    stages |= {f"{s}@{d}-resnet18-{v}" for s in ("train", "evaluate") for d in ("object_me", "action_me") for v in ("megl", "baseline")}
+    stages |= runs()
     assert ran(dvc("repro")) == stages | {"tables"}
     for ds in ("object_me", "action_me"):
         for name in ("manifest.parquet", "classes.json", "images.npy", "saliency/index.npy", "saliency/mean_map_8.npy"):
@@ -53,11 +60,14 @@ def test_repro_builds_everything_then_is_a_no_op(pipeline):
         assert report["samples"]["in"] == report["samples"]["kept"] + report["samples"]["rejected"]
         assert report["table1"]["classes"] == 10
         for variant in ("megl", "baseline"):
-            assert (work / "models" / ds / "resnet18" / variant / "model.safetensors").is_file()
-            summary = json.loads((work / "metrics" / ds / "resnet18" / f"train_{variant}.json").read_text())
-            assert summary["epochs"] == 1 and 0 <= summary["best_val_accuracy"] <= 1
-            metrics = json.loads((work / "metrics" / ds / "resnet18" / f"{variant}.json").read_text())
+            lay = run_layout(work, RunKey(ds, "resnet18", variant, 0))
+            assert (lay.model_dir / "model.safetensors").is_file()
+            summary = json.loads(lay.train_metrics.read_text())
+            assert summary["epochs"] == 1 and 0 <= summary["best_val_accuracy"] <= 1 and summary["seed"] == 0
+            metrics = json.loads(lay.test_metrics.read_text())
             assert 0 <= metrics["accuracy"] <= 1 and ("bleu_4" in metrics) == (variant == "megl")
+            assert lay.efficiency.is_file() and lay.history.is_file() and lay.per_class_f1.is_file() and lay.confusion.is_file()
+            assert (lay.results_dir / "predictions.parquet").is_file()
     tables = sorted(p.name for p in (work / "metrics" / "tables").iterdir())
     assert len(tables) == 18 and "table2.md" in tables
     table2 = (work / "metrics" / "tables" / "table2.md").read_text()
@@ -76,7 +86,28 @@ def test_repro_builds_everything_then_is_a_no_op(pipeline):
     params["variants"]["baseline"]["consistency"] = False  # same value: YAML rewritten, block unchanged
     params["variants"]["megl"]["consistency"] = False
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert ran(dvc("repro")) == {f"{s}@{d}-resnet18-megl" for s in ("train", "evaluate") for d in ("object_me", "action_me")} | {"tables"}
+    assert ran(dvc("repro")) == runs(["megl"]) | {"tables"}
+
+    # A second seed adds that seed's runs (and the tables) without re-running the first seed's.
+    seed0 = {p: p.read_bytes() for p in sorted((work / "metrics").rglob("s0/test.json"))}
+    params["grid"]["seeds"] = [0, 1]
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran(dvc("repro")) == runs(seed=1) | {"tables"}
+    assert {p: p.read_bytes() for p in seed0} == seed0
+    s1 = run_layout(work, RunKey("object_me", "resnet18", "megl", 1))
+    assert json.loads((s1.model_dir / "config.json").read_text())["train"]["seed"] == 1
+    assert json.loads(s1.test_metrics.read_text())["seed"] == 1
+    table4 = (work / "metrics" / "tables" / "table4.md").read_text()
+    assert "over 2 seeds" in table4 and "| Object-ME | ResNet18 | MEGL | " in table4
+    megl = next(line for line in table4.splitlines() if line.startswith("| Object-ME | ResNet18 | MEGL | "))
+    assert megl.count(" ± ") == 2 and megl.endswith(" | 2 |")  # accuracy and mIoU: mean ± std over 2 seeds
+    assert ran(dvc("repro")) == set()
+
+    # Dropping a seed re-runs nothing but the tables (its outputs stay on disk, out of the tables).
+    params["grid"]["seeds"] = [1]
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran(dvc("repro")) == {"tables"}
+    assert (work / "metrics" / "tables" / "table4.md").read_text().count(" | 1 |") == 4
 
     metrics = json.loads(dvc("metrics", "show", "--json"))
     assert metrics  # the reports are DVC metrics

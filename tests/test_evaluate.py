@@ -7,28 +7,21 @@ import pandas as pd
 import pytest
 
 from megl.evaluate.run import EvalPaths, evaluate
+from megl.layout import RunKey
 from megl.train import RunPaths, train
+
+ROOT = "evaluated"  # a root of its own under the session's pipeline folder
 
 
 def run_paths(root, backbone, variant):
-    out = root / "metrics/object_me" / backbone
-    return EvalPaths(
-        model_dir=root / "models/object_me" / backbone / variant,
-        metrics_file=out / f"{variant}.json",
-        efficiency_file=out / f"efficiency_{variant}.json",
-        per_class_f1_file=root / "plots/object_me" / backbone / f"per_class_f1_{variant}.json",
-        confusion_file=root / "plots/object_me" / backbone / f"confusion_{variant}.json",
-        results_dir=root / "results/object_me" / backbone / variant,
-    )
+    return EvalPaths.for_run(root / ROOT, RunKey("object_me", backbone, variant, 0))
 
 
 @pytest.fixture(scope="module")
 def trained(small_params):
     root = small_params.root
     for variant in ("megl", "baseline"):
-        run = f"object_me/resnet18/{variant}"
-        train(small_params, "object_me", "resnet18", variant,
-              RunPaths(root / "models" / run, root / "checkpoints" / run, root / "metrics" / f"{run}_train.json"))
+        train(small_params, "object_me", "resnet18", variant, RunPaths.for_run(root / ROOT, RunKey("object_me", "resnet18", variant, 0)))
     return small_params
 
 
@@ -41,7 +34,7 @@ def test_megl_model_gets_every_metric_deterministically(trained):
                 "deletion_auc", "insertion_auc", "average_drop", "increase_in_confidence",
                 "bleu_1", "bleu_4", "meteor", "rouge_l", "cider", "clipscore"):
         assert isinstance(metrics[key], float), key
-    assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["miou"] <= 1
+    assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["miou"] <= 1 and metrics["seed"] == 0
     assert metrics["test_samples"] == len(pd.read_parquet(trained.root / "data/object_me/manifest.parquet").query("split == 'test'"))
     assert metrics["localisation_samples"] > 0 and metrics["faithfulness_samples"] > 0
     assert metrics["spice_status"] == "ok" or metrics["spice_status"].startswith("unavailable")
@@ -67,3 +60,20 @@ def test_model_without_text_head_has_no_text_metrics(trained):
     metrics = evaluate(trained, "object_me", "resnet18", "baseline", run_paths(trained.root, "resnet18", "baseline"))
     assert "bleu_4" not in metrics and "clipscore" not in metrics
     assert {"accuracy", "miou", "deletion_auc"} <= set(metrics)
+
+
+def test_stage_refuses_a_model_trained_with_another_seed(trained, repo):
+    import shutil
+    import subprocess
+    import sys
+
+    from megl.layout import run_layout
+
+    s1 = run_layout(trained.root, RunKey("object_me", "resnet18", "megl", 1))
+    shutil.copytree(run_paths(trained.root, "resnet18", "megl").model_dir, s1.model_dir)  # a seed-0 model in s1/
+    cmd = [sys.executable, "stages/evaluate.py", "--dataset", "object_me", "--backbone", "resnet18", "--variant", "megl",
+           "--seed", "1", "--params", str(trained.root / "params.yaml")]
+    out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "models/object_me/resnet18/megl/s1/config.json was trained with seed 0, not 1" in out.stderr
+    assert not s1.test_metrics.exists()

@@ -12,7 +12,7 @@ import pytest
 from megl.config import load_params
 from megl.data.extract import extract_dataset
 from megl.data.saliency import build_saliency
-from megl.data.synthetic import generate
+from megl.data.synthetic import generate, scene
 
 
 def small(repo, name, **kw):
@@ -71,6 +71,17 @@ def test_benchmark_through_the_real_readers(repo, tmp_path, name):
     train_p = cfg.decoy_agreement + (1 - cfg.decoy_agreement) * chance
     assert rate["train"] == pytest.approx(train_p, abs=four_sd(train_p, "train"))
     assert rate["test"] == pytest.approx(chance, abs=four_sd(chance, "test"))
+
+    # the decoy is drawn: a corner patch of the decoy class's hue (the image's shortcut)
+    images = np.load(tmp_path / "data/images.npy")
+    s = images.shape[1]
+    p = max(2, round(s * cfg.decoy_size)) - 2
+    for row in range(10):
+        sample = truth[manifest["sample_id"][row]]
+        expected = np.array(scene.decoy_fill(sample["decoy_class"], cfg.num_classes, cfg.decoy_style))
+        corners = [images[row, 2:p, 2:p], images[row, 2:p, s - p:s - 2], images[row, s - p:s - 2, 2:p], images[row, s - p:s - 2, s - p:s - 2]]
+        errors = [np.abs(c.reshape(-1, 3).mean(0) - expected).max() for c in corners]
+        assert min(errors) < 30, (row, errors)
 
     # maps only for source val/test, one explanation per train sample and three per val/test sample
     assert (manifest["has_visual"] == (manifest["source_split"] != "train")).all()

@@ -1,34 +1,50 @@
-"""Tables from metrics JSON: paper layout, best bold / second underlined, deterministic bytes."""
+"""Tables from metrics JSON: paper layout, best bold / second underlined, mean ± std over seeds,
+partial grids, deterministic bytes."""
 
 import json
+import subprocess
+import sys
 
-from megl.tables import build_tables, write_tables
+import yaml
+
+from megl.layout import RunKey, dataset_report, run_layout
+from megl.tables import build_tables, load_runs, write_tables
 
 VARIANTS = ["megl", "visual_text", "text", "visual", "baseline"]
+BACKBONES = ["resnet18", "vit_b16"]
 
 
-def write_metrics(root):
-    (root / "object_me").mkdir(parents=True)
-    (root / "object_me/dataset.json").write_text(json.dumps({"table1": {"samples": 4790, "textual": 4790, "visual": 402, "classes": 40}}))
+def write_json(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def write_metrics(root, seed=0, shift=0.0):
+    """Test and efficiency metrics of every run for one seed; `shift` moves accuracy and mIoU."""
+    write_json(dataset_report(root, "object_me"), {"table1": {"samples": 4790, "textual": 4790, "visual": 402, "classes": 40}})
     for b, base in (("resnet18", 0.70), ("vit_b16", 0.80)):
-        (root / "object_me" / b).mkdir()
         for i, v in enumerate(VARIANTS):
-            m = {"accuracy": base + 0.01 * (4 - i), "precision": 0.5, "recall": 0.5, "f1": 0.5, "miou": 0.3 + 0.01 * i,
+            lay = run_layout(root, RunKey("object_me", b, v, seed))
+            m = {"accuracy": base + 0.01 * (4 - i) + shift, "precision": 0.5, "recall": 0.5, "f1": 0.5, "miou": 0.3 + 0.01 * i + shift,
                  "deletion_auc": 0.2, "insertion_auc": 0.6, "average_drop": 10.0, "increase_in_confidence": 20.0,
                  "pointing_game": 0.7, "relevance_mass": 0.4}
             if v in ("megl", "visual_text", "text"):
                 m |= {"clipscore": 0.6, "bleu_4": 0.3 + 0.01 * i, "meteor": 0.3, "rouge_l": 0.5, "spice": None, "cider": 1.5}
-            (root / "object_me" / b / f"{v}.json").write_text(json.dumps(m))
-        (root / "object_me" / b / "efficiency_megl.json").write_text(json.dumps(
-            {"parameters_classifier": 11_200_000, "latency_ms": 8.5, "fps": 117.4, "latency_explained_ms": 20.0,
-             "fps_explained": 50.0, "device": "cpu", "dtype": "float32"}))
+            write_json(lay.test_metrics, m)
+            write_json(lay.efficiency, {"parameters_classifier": 11_200_000, "latency_ms": 8.5 + 10 * shift, "fps": 117.4,
+                                        "latency_explained_ms": 20.0, "fps_explained": 50.0, "device": "cpu", "dtype": "float32"})
+
+
+def tables(root, seeds=(0,), variants=VARIANTS, backbones=BACKBONES):
+    return {t.name: t for t in build_tables(load_runs(root, ["object_me"], backbones, variants, seeds))}
 
 
 def test_tables_layout_marks_and_determinism(tmp_path):
-    write_metrics(tmp_path / "m")
-    tables = build_tables(tmp_path / "m", ["object_me"], ["resnet18", "vit_b16"], VARIANTS)
-    write_tables(tables, tmp_path / "a")
-    write_tables(build_tables(tmp_path / "m", ["object_me"], ["resnet18", "vit_b16"], VARIANTS), tmp_path / "b")
+    write_metrics(tmp_path)
+    runs = load_runs(tmp_path, ["object_me"], BACKBONES, VARIANTS, [0])
+    assert runs.missing == [] and len(runs.test) == 10
+    write_tables(build_tables(runs), tmp_path / "a")
+    write_tables(build_tables(load_runs(tmp_path, ["object_me"], BACKBONES, VARIANTS, [0])), tmp_path / "b")
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == sorted(f"{t}.{ext}" for t in ("table1", "table2", "table3", "table4", "table5", "faithfulness") for ext in ("md", "csv", "tex"))
     assert all((tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes() for n in names)
@@ -36,23 +52,110 @@ def test_tables_layout_marks_and_determinism(tmp_path):
     t1 = (tmp_path / "a/table1.md").read_text()
     assert "| Object-ME | 4,790 | 4,790 | 402 | 40 |" in t1
     t2 = (tmp_path / "a/table2.md").read_text().splitlines()
+    assert t2[1] == "| Backbone | Method | Object-ME Accuracy | Object-ME Precision | Object-ME Recall | Object-ME F1 | Object-ME mIoU |"
     resnet = [line for line in t2 if line.startswith("| ResNet18")]
     assert [line.split(" | ")[1] for line in resnet] == ["-", "Visual", "Text", "Visual+Text", "MEGL"]
     assert "**0.7400**" in resnet[-1] and "<u>0.7300</u>" in resnet[-2]  # MEGL best, Visual+Text second (per backbone)
     assert "**0.8400**" in [line for line in t2 if line.startswith("| ViT-B/16")][-1]
+    assert "±" not in "".join(t2) and "seeds" not in t2[0]  # one seed: plain values, caption as before
     tex = (tmp_path / "a/table2.tex").read_text()
-    assert "\\textbf{0.7400}" in tex and "\\underline{0.7300}" in tex
-    csv = (tmp_path / "a/table2.csv").read_text()
-    assert "ResNet18,MEGL,0.7400" in csv and "**" not in csv
+    assert "\\textbf{0.7400}" in tex and "\\underline{0.7300}" in tex and "Seeds" not in tex
+    csv = (tmp_path / "a/table2.csv").read_text().splitlines()
+    assert csv[0].endswith("Object-ME mIoU,Object-ME Seeds")
+    assert "ResNet18,MEGL,0.7400,0.5000,0.5000,0.5000,0.3000,1" in csv and "**" not in "".join(csv)
     t4 = (tmp_path / "a/table4.md").read_text()
-    assert "| Object-ME | ResNet18 | - | 0.7000 | -5.41% |" in t4
+    assert "| Dataset | Backbone | Modules | Accuracy | Performance Change | mIoU | mIoU Change | Seeds |" in t4
+    assert "| Object-ME | ResNet18 | MEGL | 0.7400 | - | 0.3000 | - | 1 |" in t4
+    assert "| Object-ME | ResNet18 | - | 0.7000 | -5.41% | 0.3400 | +13.33% | 1 |" in t4
     t3 = (tmp_path / "a/table3.md").read_text()
     assert "| MEGL | ResNet18 |" in t3 and " - |" in t3  # SPICE unavailable shows as '-'
-    assert "11.20M" in (tmp_path / "a/table5.md").read_text()
+    t5 = (tmp_path / "a/table5.md").read_text()
+    assert "| MEGL-ResNet18 | Object-ME | 11.20M | 8.50 | 117.40 | 20.00 | 50.00 | cpu float32 |" in t5
+    assert (tmp_path / "a/table5.csv").read_text().splitlines()[1].endswith(",cpu float32,1")
 
 
 def test_missing_metrics_show_as_dash(tmp_path):
-    write_metrics(tmp_path / "m")
-    (tmp_path / "m/object_me/vit_b16/text.json").unlink()
-    t2 = build_tables(tmp_path / "m", ["object_me"], ["resnet18", "vit_b16"], VARIANTS)[1].markdown()
-    assert "| ViT-B/16 | Text | - | - | - | - | - |" in t2
+    write_metrics(tmp_path)
+    run_layout(tmp_path, RunKey("object_me", "vit_b16", "text", 0)).test_metrics.unlink()
+    runs = load_runs(tmp_path, ["object_me"], BACKBONES, VARIANTS, [0])
+    assert [lay.key.name for lay in runs.missing] == ["object_me/vit_b16/text/s0"]
+    t = {t.name: t for t in build_tables(runs)}
+    assert "| ViT-B/16 | Text | - | - | - | - | - |" in t["table2"].markdown()
+    assert "ViT-B/16,Text,-,-,-,-,-,0" in t["table2"].csv()
+    assert "| Object-ME | ViT-B/16 | Text | - | - | - | - | 0 |" in t["table4"].markdown()
+
+
+def test_two_seeds_mean_and_sample_std(tmp_path):
+    write_metrics(tmp_path, seed=0)
+    write_metrics(tmp_path, seed=1, shift=0.06)
+    t = tables(tmp_path, seeds=(0, 1))
+    # ResNet18 MEGL accuracy: seeds 0.74 and 0.80 -> mean 0.77, sample std |0.80 - 0.74| / sqrt(2) = 0.042426
+    md2 = t["table2"].markdown()
+    assert "| ResNet18 | MEGL | **0.7700 ± 0.0424** | **0.5000 ± 0.0000** |" in md2
+    assert "<u>0.7600 ± 0.0424</u>" in md2  # Visual+Text: (0.73 + 0.79) / 2, second by the mean
+    assert "Mean ± sample standard deviation (ddof=1) over 2 seeds." in md2.splitlines()[0]
+    assert "\\textbf{0.7700 $\\pm$ 0.0424}" in t["table2"].latex()
+    assert "ResNet18,MEGL,0.7700,0.5000,0.5000,0.5000,0.3300,2" in t["table2"].csv()  # CSV: the mean, and the seed count
+    # Table 4: mean accuracy and mIoU; change of the means: (0.73 - 0.77) / 0.77 = -5.19%, (0.37 - 0.33) / 0.33 = +12.12%
+    md4 = t["table4"].markdown()
+    assert "| Object-ME | ResNet18 | MEGL | 0.7700 ± 0.0424 | - | 0.3300 ± 0.0424 | - | 2 |" in md4
+    assert "| Object-ME | ResNet18 | - | 0.7300 ± 0.0424 | -5.19% | 0.3700 ± 0.0424 | +12.12% | 2 |" in md4
+    # Table 5: latency 8.5 and 9.1 -> 8.80 ± 0.42
+    assert "| MEGL-ResNet18 | Object-ME | 11.20M | 8.80 ± 0.42 | 117.40 ± 0.00 |" in t["table5"].markdown()
+    # a cell with one of the two seeds: its own value, no ±, and the caption says the counts differ
+    run_layout(tmp_path, RunKey("object_me", "resnet18", "megl", 1)).test_metrics.unlink()
+    t = tables(tmp_path, seeds=(0, 1))
+    md4 = t["table4"].markdown()
+    assert "| Object-ME | ResNet18 | MEGL | 0.7400 | - | 0.3000 | - | 1 |" in md4
+    assert "over 1-2 seeds per cell" in md4.splitlines()[0]
+    assert "| ResNet18 | MEGL | 0.7400 | **0.5000** | **0.5000** | **0.5000** | 0.3000 |" in t["table2"].markdown()  # ranked by the means
+
+
+def params_file(repo, tmp_path, seeds):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["grid"].update(datasets=["object_me"], backbones=BACKBONES, variants=VARIANTS, seeds=seeds)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def run_tables(repo, *args):
+    return subprocess.run([sys.executable, str(repo / "stages/tables.py"), *args], capture_output=True, text=True)
+
+
+def test_stage_partial_grid(repo, tmp_path):
+    """Seed 1 exists for resnet18 only: each missing run is named, the tables come from the rest."""
+    write_metrics(tmp_path, seed=0)
+    write_metrics(tmp_path, seed=1, shift=0.06)
+    for v in VARIANTS:
+        run_layout(tmp_path, RunKey("object_me", "vit_b16", v, 1)).test_metrics.unlink()
+    params = params_file(repo, tmp_path, [0, 1])
+    out = run_tables(repo, "--params", str(params))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[:5] == [f"missing: object_me/vit_b16/{v}/s1 (metrics/object_me/vit_b16/{v}/s1/test.json)" for v in VARIANTS]
+    assert lines[5].startswith("tables: 15 of 20 runs found, 5 missing -> ")
+    md4 = (tmp_path / "metrics/tables/table4.md").read_text()
+    assert "| Object-ME | ResNet18 | MEGL | 0.7700 ± 0.0424 | - | 0.3300 ± 0.0424 | - | 2 |" in md4
+    assert "| Object-ME | ViT-B/16 | MEGL | 0.8400 | - | 0.3000 | - | 1 |" in md4
+    first = {p.name: p.read_bytes() for p in (tmp_path / "metrics/tables").iterdir()}
+
+    # overrides narrow the grid: seed 0 only, two variants, into another folder
+    out = run_tables(repo, "--params", str(params), "--seeds", "0", "--variants", "megl", "baseline", "--out", str(tmp_path / "t"))
+    assert out.returncode == 0 and "missing:" not in out.stdout, out.stdout + out.stderr
+    md4 = (tmp_path / "t/table4.md").read_text()
+    assert "| Object-ME | ResNet18 | MEGL | 0.7400 | - | 0.3000 | - | 1 |" in md4 and "Visual+Text" not in md4
+
+    # same inputs, same bytes
+    assert run_tables(repo, "--params", str(params)).returncode == 0
+    assert {p.name: p.read_bytes() for p in (tmp_path / "metrics/tables").iterdir()} == first
+
+
+def test_stage_without_any_run_fails_clearly(repo, tmp_path):
+    params = params_file(repo, tmp_path, [0])
+    out = run_tables(repo, "--params", str(params), "--backbones", "resnet18")
+    assert out.returncode == 1
+    assert out.stdout.count("missing: ") == 5 and "none of the 5 runs has test metrics" in out.stderr
+    assert not (tmp_path / "metrics/tables").exists()
+    out = run_tables(repo, "--params", str(params), "--variants", "nope")
+    assert out.returncode == 1 and "--variants ['nope'] not defined" in out.stderr

@@ -8,14 +8,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from megl.layout import RunKey, run_layout
 from megl.train import RunPaths, train
 
 VARIANTS = ["megl", "visual_text", "text", "visual", "baseline"]
 
 
 def paths(root, backbone, variant, tag=""):
-    run = f"object_me/{backbone}/{variant}{tag}"
-    return RunPaths(root / "models" / run, root / "checkpoints" / run, root / "metrics" / f"{run}.json")
+    """The layout's paths under a root of their own per tag (runs that must not share folders)."""
+    return RunPaths.for_run(root / "runs" / (tag or "default"), RunKey("object_me", backbone, variant, 0))
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "vit_b16"])
@@ -59,7 +60,7 @@ def test_same_params_same_weights_and_resume_is_bit_exact(small_params, variant)
         state = load_file(other.checkpoint_dir / "latest" / "model.safetensors")
         assert state.keys() == reference.keys()
         differ = [k for k in state if not torch.equal(state[k], reference[k])]
-        assert not differ, f"{other.model_dir.name}: {len(differ)} tensors differ, e.g. {differ[:3]}"
+        assert not differ, f"{other.model_dir.relative_to(root)}: {len(differ)} tensors differ, e.g. {differ[:3]}"
     assert json.loads(full.metrics_file.read_text())["history"] == json.loads(cut.metrics_file.read_text())["history"]
 
 
@@ -84,7 +85,8 @@ def test_two_process_deepspeed_zero2_on_cpu_shards_the_data(small_params, repo, 
     ]
     out = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    summary = json.loads((root / "metrics/object_me/resnet18/train_megl.json").read_text())
+    layout = run_layout(root, RunKey("object_me", "resnet18", "megl", small_params.train.seed))
+    summary = json.loads(layout.train_metrics.read_text())
     n_train = int((pd.read_parquet(root / "data/object_me/manifest.parquet")["split"] == "train").sum())
     per_rank = summary["samples_per_rank"]
     epochs = summary["epochs"]
@@ -92,7 +94,34 @@ def test_two_process_deepspeed_zero2_on_cpu_shards_the_data(small_params, repo, 
     # each rank saw its own half: without the gloo group each would see (almost) all n_train
     assert per_rank[0] == per_rank[1]
     assert n_train // 2 - small_params.train.batch_size < per_rank[0] / epochs <= n_train // 2
-    assert (root / "models/object_me/resnet18/megl/model.safetensors").is_file()
+    assert (layout.model_dir / "model.safetensors").is_file()
+
+
+def test_seed_option_trains_that_seed(small_params, repo):
+    """`stages/train.py --seed 1`: seed 1 everywhere downstream, in its own run folder, other weights."""
+    import subprocess
+    import sys
+
+    root = small_params.root
+    layouts = {}
+    for seed in (0, 1):
+        cmd = [sys.executable, "stages/train.py", "--dataset", "object_me", "--backbone", "resnet18", "--variant", "baseline",
+               "--seed", str(seed), "--max-steps", "2", "--params", str(root / "params.yaml")]
+        out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        layouts[seed] = run_layout(root, RunKey("object_me", "resnet18", "baseline", seed))
+    s0, s1 = layouts[0], layouts[1]
+    assert s1.model_dir == root / "models/object_me/resnet18/baseline/s1"
+    assert json.loads((s1.model_dir / "config.json").read_text())["train"]["seed"] == 1
+    assert json.loads((s0.model_dir / "config.json").read_text())["train"]["seed"] == 0
+    assert json.loads(s1.train_metrics.read_text())["seed"] == 1 and s1.history.is_file()
+    w0, w1 = load_file(s0.model_dir / "model.safetensors"), load_file(s1.model_dir / "model.safetensors")
+    assert w0.keys() == w1.keys() and any(not torch.equal(w0[k], w1[k]) for k in w0)
+
+    bad = subprocess.run([sys.executable, "stages/train.py", "--dataset", "object_me", "--backbone", "resnet18",
+                          "--variant", "baseline", "--seed", "-1", "--params", str(root / "params.yaml")],
+                         cwd=repo, capture_output=True, text=True)
+    assert bad.returncode == 1 and "seed must be a non-negative integer" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_run_is_tracked_in_mlflow(small_params, monkeypatch, tmp_path):
@@ -104,11 +133,13 @@ def test_run_is_tracked_in_mlflow(small_params, monkeypatch, tmp_path):
     train(params, "object_me", "resnet18", "megl", paths(small_params.root, "resnet18", "megl", "_tracked"), max_steps=3)
 
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("megl/object_me")
+    experiment = client.get_experiment_by_name("megl")  # one experiment for the project
     (run,) = client.search_runs([experiment.experiment_id])
-    assert run.info.status == "FINISHED" and run.info.run_name == "resnet18/megl"
+    seed = small_params.train.seed
+    assert run.info.status == "FINISHED" and run.info.run_name == f"object_me/resnet18/megl/s{seed}"
     assert run.data.params["train.cam_mode"] == "create_graph" and run.data.params["variant.consistency"] == "True"
-    assert run.data.tags["variant"] == "megl"
+    assert run.data.tags["variant"] == "megl" and run.data.tags["seed"] == str(seed)
+    assert "mlflow.parentRunId" not in run.data.tags  # not started by a sweep: a top-level run
     steps = client.get_metric_history(run.info.run_id, "train/loss")
     assert [m.step for m in steps] == [1, 2, 3]
     assert {"train/pred", "train/visual", "train/textual", "val_accuracy"} <= set(run.data.metrics)

@@ -58,6 +58,10 @@ class SyntheticConfig:
     decoy_agreement: float
     visual_fraction: float
     distractors: int
+    # the border decoy: grey (a grey level per class) or colour (a hue per class); side as a
+    # fraction of the image
+    decoy_style: Literal["grey", "colour"] = "grey"
+    decoy_size: float = 0.11
     # objects: share of questions that do not ask for the object's identity (the reader filters them)
     off_topic_fraction: float = 0.0
     # actions: samples of one extra, rare activity (the class-size filter removes it)
@@ -72,6 +76,8 @@ class SyntheticConfig:
             raise ConfigError(f"{where}.image_size: must be >= 32, got {self.image_size}")
         if self.map_size < 8:
             raise ConfigError(f"{where}.map_size: must be >= 8, got {self.map_size}")
+        if not 0.05 <= self.decoy_size <= 0.25:
+            raise ConfigError(f"{where}.decoy_size: must be in [0.05, 0.25], got {self.decoy_size}")
         for name in ("decoy_agreement", "visual_fraction", "off_topic_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -202,8 +208,15 @@ class TrainConfig:
     lambda_visual: float
     lambda_textual: float
     eval_batch_size: int = 64
+    # how the consistency KL turns the CAM into a distribution: softmax of the raw Grad-CAM / T
+    # (bounded gradient), or the paper-literal min-max-then-sum (its gradient grows as 1/(max-min)
+    # and swamps CE while CAMs are flat; README "Why the KL sees a softmax")
+    consistency_input: Literal["softmax", "minmax"] = "softmax"
+    consistency_temperature: float = 1.0
 
     def validate(self, where: str) -> None:
+        if self.consistency_temperature <= 0:
+            raise ConfigError(f"{where}.consistency_temperature: must be > 0")
         for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name}: must be >= 1")
@@ -238,17 +251,52 @@ class EvaluateConfig:
 @dataclasses.dataclass(frozen=True)
 class TrackingConfig:
     enabled: bool
-    experiment_prefix: str  # experiment per dataset: <prefix>/<dataset>
+    experiment: str  # the project's one MLflow experiment (runs of every dataset, sweeps' parents)
     gallery_samples: int  # fixed validation samples in the CAM gallery and explanation table
+
+    def validate(self, where: str) -> None:
+        if not self.experiment.strip():
+            raise ConfigError(f"{where}.experiment: must not be empty")
+        if self.gallery_samples < 1:
+            raise ConfigError(f"{where}.gallery_samples: must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """The Prefect ablation sweep (pipeline/flows.py, deployment megl/ablation)."""
+
+    max_parallel: int  # runs at once (default of the flow's max_parallel); each gets cores // this threads
+    retries: int  # a failed run (train + evaluate) is retried this many times before it counts as failed
+    retry_delay_s: float  # seconds between retries
+
+    def validate(self, where: str) -> None:
+        if self.max_parallel < 1:
+            raise ConfigError(f"{where}.max_parallel: must be >= 1, got {self.max_parallel}")
+        if self.retries < 0:
+            raise ConfigError(f"{where}.retries: must be >= 0, got {self.retries}")
+        if self.retry_delay_s < 0:
+            raise ConfigError(f"{where}.retry_delay_s: must be >= 0, got {self.retry_delay_s}")
 
 
 @dataclasses.dataclass(frozen=True)
 class GridConfig:
-    """What `dvc repro` trains: every dataset x backbone x variant listed here."""
+    """What `dvc repro` trains: every dataset x backbone x variant x seed listed here."""
 
     datasets: tuple[str, ...]
     backbones: tuple[str, ...]
     variants: tuple[str, ...]
+    # training seeds (each run's train.seed); the tables report mean (± std) over them
+    seeds: tuple[int, ...]
+
+    def validate(self, where: str) -> None:
+        if not self.seeds:
+            raise ConfigError(f"{where}.seeds: need at least one seed")
+        negative = [s for s in self.seeds if s < 0]
+        if negative:
+            raise ConfigError(f"{where}.seeds: seeds must be >= 0, got {negative}")
+        repeated = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+        if repeated:
+            raise ConfigError(f"{where}.seeds: seeds must be unique, {repeated} repeated")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,6 +312,7 @@ class Params:
     train: TrainConfig
     evaluate: EvaluateConfig
     tracking: TrackingConfig
+    sweep: SweepConfig
     # validated against megl.models.sdtg.TextHeadConfig by the training code (keeps this module light)
     text_head: dict[str, Any]
 

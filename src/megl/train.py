@@ -26,10 +26,11 @@ from torch.utils.data import DataLoader, Sampler
 from megl.atomic import atomic_dir, write_json
 from megl.config import ConfigError, Params, build_dataclass
 from megl.data.dataset import ExplanationDataset, collate
+from megl.layout import RunKey, run_layout
 from megl.models.backbones import BackboneConfig, build_classifier
 from megl.models.gradcam import explain
 from megl.models.megl import MEGL
-from megl.tracking import start_run
+from megl.tracking import run_name, run_tags, start_run
 from megl.visualize import overlay_grid
 
 StepLogger = Callable[[int, dict[str, float]], None]
@@ -58,6 +59,12 @@ class RunPaths:
     checkpoint_dir: Path  # per-epoch Accelerate states (not tracked)
     metrics_file: Path  # per-epoch history, best epoch (a DVC metric)
     history_file: Path | None = None  # the per-epoch rows alone, for DVC plots
+
+    @classmethod
+    def for_run(cls, root: Path, key: RunKey) -> "RunPaths":
+        """The paths megl.layout gives this run under the project root."""
+        lay = run_layout(root, key)
+        return cls(lay.model_dir, lay.checkpoint_dir, lay.train_metrics, lay.history)
 
 
 def make_accelerator(grad_accum: int) -> Accelerator:
@@ -95,6 +102,7 @@ def build_model(params: Params, dataset: ExplanationDataset, backbone: str, vari
     model = MEGL(
         classifier, text_head, var, dataset.mean_map,
         lambda_visual=t.lambda_visual, lambda_textual=t.lambda_textual, cam_mode=t.cam_mode, cam_eps=t.cam_eps,
+        consistency_input=t.consistency_input, consistency_temperature=t.consistency_temperature,
     )
     return model, tokenizer
 
@@ -150,10 +158,10 @@ def train(
     core = accelerator.unwrap_model(model)
     with start_run(
         params.tracking.enabled and accelerator.is_main_process, params.root,
-        f"{params.tracking.experiment_prefix}/{dataset}", f"{backbone}/{variant}",
+        params.tracking.experiment, run_name(dataset, backbone, variant, cfg.seed),
         {"backbone": dataclasses.asdict(params.backbone(backbone)), "variant": dataclasses.asdict(params.variant(variant)),
          "train": dataclasses.asdict(cfg), "text_head": params.text_head, "world_size": accelerator.num_processes},
-        {"dataset": dataset, "backbone": backbone, "variant": variant},
+        run_tags(dataset, backbone, variant, cfg.seed),
     ) as tracker:
 
         # --- resume ---------------------------------------------------------------------------------
@@ -223,7 +231,7 @@ def train(
 
         samples_per_rank = accelerator.gather(torch.tensor([seen], device=accelerator.device)).tolist()
         summary = {
-            "dataset": dataset, "backbone": backbone, "variant": variant,
+            "dataset": dataset, "backbone": backbone, "variant": variant, "seed": cfg.seed,
             "best_epoch": state["best_epoch"], "best_val_accuracy": round(state["best_val_accuracy"], 6),
             "epochs": len(state["history"]), "steps": state["step"], "history": state["history"],
             "world_size": accelerator.num_processes, "samples_per_rank": samples_per_rank,

@@ -29,6 +29,7 @@ from megl.evaluate.classification import classification_metrics
 from megl.evaluate.efficiency import efficiency_metrics
 from megl.evaluate.faithfulness import faithfulness_metrics
 from megl.evaluate.localisation import localisation_metrics, upsample
+from megl.layout import RunKey, run_layout
 from megl.models.gradcam import explain
 from megl.models.load import load_exported
 from megl.visualize import overlay_grid
@@ -42,6 +43,12 @@ class EvalPaths:
     per_class_f1_file: Path
     confusion_file: Path
     results_dir: Path
+
+    @classmethod
+    def for_run(cls, root: Path, key: RunKey) -> "EvalPaths":
+        """The paths megl.layout gives this run under the project root."""
+        lay = run_layout(root, key)
+        return cls(lay.model_dir, lay.test_metrics, lay.efficiency, lay.per_class_f1, lay.confusion, lay.results_dir)
 
 
 def _round(metrics: dict) -> dict:
@@ -88,7 +95,7 @@ def evaluate(params: Params, dataset: str, backbone: str, variant: str, paths: E
     size = test_set.images.shape[1]
 
     pred = predict_test_split(model, test_set, params.train.eval_batch_size, device)
-    metrics = {"dataset": dataset, "backbone": backbone, "variant": variant}
+    metrics = {"dataset": dataset, "backbone": backbone, "variant": variant, "seed": params.train.seed}
     flat, f1_rows, confusion = classification_metrics(pred["labels"], pred["preds"], test_set.classes)
     metrics |= flat
 
@@ -126,7 +133,7 @@ def evaluate(params: Params, dataset: str, backbone: str, variant: str, paths: E
     write_json(paths.per_class_f1_file, f1_rows)
     write_json(paths.confusion_file, confusion)
     efficiency = efficiency_metrics(model, images[:1], warmup=cfg.efficiency_warmup, iters=cfg.efficiency_iters)
-    write_json(paths.efficiency_file, {"dataset": dataset, "backbone": backbone, "variant": variant} | efficiency)
+    write_json(paths.efficiency_file, {"dataset": dataset, "backbone": backbone, "variant": variant, "seed": params.train.seed} | efficiency)
     write_results(paths.results_dir, test_set, pred, references, has, gt, cfg.gallery_samples)
     log_to_run(params, dataset, backbone, variant, metrics, efficiency, paths)
     return metrics
@@ -208,14 +215,14 @@ def log_to_run(params: Params, dataset, backbone, variant, metrics: dict, effici
     """Add the test metrics and the gallery to the training run of this model, when tracked."""
     if not params.tracking.enabled:
         return
-    from megl.tracking import log_to_training_run
+    from megl.tracking import log_to_training_run, run_tags
 
     numbers = {
         f"test/{k}": float(v) for k, v in (metrics | efficiency).items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"  # seed: a tag
     }
-    tags = {"dataset": dataset, "backbone": backbone, "variant": variant}
-    experiment = f"{params.tracking.experiment_prefix}/{dataset}"
+    tags = run_tags(dataset, backbone, variant, params.train.seed)
+    experiment = params.tracking.experiment
     if not log_to_training_run(params.root, experiment, tags, numbers, paths.results_dir, "evaluation"):
         print(f"evaluate: no MLflow training run tagged {tags} in {experiment}; metrics not logged there")
 

@@ -23,8 +23,9 @@ import torch
 Mode = Literal["create_graph", "detached"]
 
 
-def grad_cam(activations: torch.Tensor, scores: torch.Tensor, mode: Mode = "create_graph") -> torch.Tensor:
-    """Raw ReLU Grad-CAM, (B, h, w), for activations (B, C, h, w) and per-sample scores (B,)."""
+def grad_cam(activations: torch.Tensor, scores: torch.Tensor, mode: Mode = "create_graph", relu: bool = True) -> torch.Tensor:
+    """Raw ReLU Grad-CAM, (B, h, w), for activations (B, C, h, w) and per-sample scores (B,).
+    relu=False returns the weighted sum before the ReLU (the consistency KL's softmax input)."""
     if mode not in ("create_graph", "detached"):
         raise ValueError(f"unknown Grad-CAM mode {mode!r}")
     (grads,) = torch.autograd.grad(
@@ -33,7 +34,8 @@ def grad_cam(activations: torch.Tensor, scores: torch.Tensor, mode: Mode = "crea
     weights = grads.mean(dim=(2, 3), keepdim=True)
     if mode == "detached":
         weights = weights.detach()
-    return torch.relu((weights * activations).sum(dim=1))
+    cam = (weights * activations).sum(dim=1)
+    return torch.relu(cam) if relu else cam
 
 
 def normalise(cam: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -36,6 +36,8 @@ class MEGL(nn.Module):
         lambda_textual: float,
         cam_mode: str,
         cam_eps: float,
+        consistency_input: str = "softmax",
+        consistency_temperature: float = 1.0,
     ) -> None:
         super().__init__()
         if variant.text and text_head is None:
@@ -48,6 +50,8 @@ class MEGL(nn.Module):
         self.lambda_textual = lambda_textual
         self.cam_mode = cam_mode
         self.cam_eps = cam_eps
+        self.consistency_input = consistency_input
+        self.consistency_temperature = consistency_temperature
 
     @property
     def needs_cam(self) -> bool:
@@ -60,10 +64,12 @@ class MEGL(nn.Module):
         cam = None
         if self.needs_cam:
             # the ground-truth class while training: the explanation of the right answer is supervised
-            cam = normalise(grad_cam(out.activations, class_scores(out.logits, labels), self.cam_mode), self.cam_eps)
+            raw = grad_cam(out.activations, class_scores(out.logits, labels), self.cam_mode, relu=False)
+            cam = normalise(torch.relu(raw), self.cam_eps)
         if self.variant.visual or self.variant.consistency:
             terms["visual"] = self.lambda_visual * explanation_loss(
-                cam, gt_map, has_map, self.mean_map, self.variant, self.cam_eps
+                cam, gt_map, has_map, self.mean_map, self.variant, self.cam_eps,
+                raw_cam=raw, consistency_input=self.consistency_input, temperature=self.consistency_temperature,
             )
         if self.variant.text:
             terms["textual"] = self.lambda_textual * self.text_head(pixels, cam, out.features, input_ids, attention_mask)

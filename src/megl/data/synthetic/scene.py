@@ -9,6 +9,7 @@ model whose saliency is pulled onto the target cannot.
 
 from __future__ import annotations
 
+import colorsys
 import io
 from typing import Callable
 
@@ -22,8 +23,13 @@ SMALL_SHAPES = ("circle", "square", "triangle", "diamond", "cross")
 DrawTarget = Callable[[ImageDraw.ImageDraw, float, tuple[int, int, int] | int], None]
 
 
-def border_width(size: int) -> int:
-    return max(4, round(size * 0.11)) + 2
+def decoy_pixels(size: int, fraction: float) -> int:
+    return max(4, round(size * fraction))
+
+
+def border_width(size: int, decoy_fraction: float = 0.11) -> int:
+    """The border strip that holds the decoy: distractors and targets stay inside it."""
+    return decoy_pixels(size, decoy_fraction) + 2
 
 
 def background(rng: np.random.Generator, size: int) -> Image.Image:
@@ -61,10 +67,11 @@ def _overlaps(box, boxes, margin: float) -> bool:
 
 
 def place_distractors(
-    rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int, count: int, occupied: list[tuple]
+    rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int, count: int, occupied: list[tuple],
+    border: int,
 ) -> None:
     """Small distractor shapes inside the inner region (never in the decoy border), not on the target."""
-    lo, hi = border_width(size), size - border_width(size)
+    lo, hi = border, size - border
     for _ in range(count):
         d = rng.uniform(0.08, 0.12) * size
         for _attempt in range(30):
@@ -82,12 +89,22 @@ def decoy_level(class_index: int, num_classes: int) -> int:
     return round(45 + 200 * class_index / max(1, num_classes - 1))
 
 
-def draw_decoy(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int, level: int) -> None:
-    """A framed grey square in a random corner of the border strip."""
-    p = max(4, round(size * 0.11))
+def decoy_fill(class_index: int, num_classes: int, style: str) -> tuple[int, int, int]:
+    """grey: a grey level per class (subtle, as decoy-MNIST); colour: a saturated hue per class,
+    the easiest feature in the image, so an unguided classifier takes the shortcut."""
+    if style == "grey":
+        level = decoy_level(class_index, num_classes)
+        return (level, level, level)
+    r, g, b = colorsys.hsv_to_rgb(class_index / num_classes, 1.0, 1.0)
+    return (round(r * 255), round(g * 255), round(b * 255))
+
+
+def draw_decoy(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int, fill, pixels: int) -> None:
+    """A framed square in a random corner of the border strip."""
+    p = pixels
     x = 1 if rng.random() < 0.5 else size - p - 1
     y = 1 if rng.random() < 0.5 else size - p - 1
-    draw.rectangle((x, y, x + p - 1, y + p - 1), fill=(level, level, level), outline=(0, 0, 0))
+    draw.rectangle((x, y, x + p - 1, y + p - 1), fill=fill, outline=(0, 0, 0))
 
 
 def annotator_maps(
@@ -127,8 +144,8 @@ def compose(
     img = background(rng, s)
     draw = ImageDraw.Draw(img)
     draw_target(draw, 1.0, target_fill)
-    place_distractors(rng, draw, s, cfg.distractors, [target_box])
-    draw_decoy(rng, draw, s, decoy_level(decoy_class, cfg.num_classes))
+    place_distractors(rng, draw, s, cfg.distractors, [target_box], border_width(s, cfg.decoy_size))
+    draw_decoy(rng, draw, s, decoy_fill(decoy_class, cfg.num_classes, cfg.decoy_style), decoy_pixels(s, cfg.decoy_size))
     maps = annotator_maps(rng, draw_target, s, cfg.map_size) if with_maps else None
     return jpeg_bytes(img), maps
 

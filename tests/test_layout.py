@@ -1,0 +1,93 @@
+"""One run = one folder per output kind (megl.layout), and dvc.yaml / the gate agree with it."""
+
+import dataclasses
+import fnmatch
+from pathlib import Path
+
+import pytest
+import yaml
+
+from megl.config import TrainConfig
+from megl.gate import load_tolerances
+from megl.layout import RunKey, dataset_report, grid_runs, run_layout
+
+
+def test_run_paths(tmp_path):
+    key = RunKey("object_me", "resnet18", "megl", 2)
+    assert key.name == "object_me/resnet18/megl/s2"
+    lay = run_layout(tmp_path, key)
+    rel = {f.name: lay.relative(getattr(lay, f.name)) for f in dataclasses.fields(lay) if f.name not in ("key", "root")}
+    assert rel == {
+        "model_dir": "models/object_me/resnet18/megl/s2",
+        "checkpoint_dir": "checkpoints/object_me/resnet18/megl/s2",
+        "results_dir": "results/object_me/resnet18/megl/s2",
+        "metrics_dir": "metrics/object_me/resnet18/megl/s2",
+        "train_metrics": "metrics/object_me/resnet18/megl/s2/train.json",
+        "test_metrics": "metrics/object_me/resnet18/megl/s2/test.json",
+        "efficiency": "metrics/object_me/resnet18/megl/s2/efficiency.json",
+        "plots_dir": "plots/object_me/resnet18/megl/s2",
+        "history": "plots/object_me/resnet18/megl/s2/history.json",
+        "per_class_f1": "plots/object_me/resnet18/megl/s2/per_class_f1.json",
+        "confusion": "plots/object_me/resnet18/megl/s2/confusion.json",
+    }
+    assert dataset_report(tmp_path, "object_me") == tmp_path / "metrics/object_me/dataset.json"
+    # different seeds never share a file
+    other = run_layout(tmp_path, dataclasses.replace(key, seed=3))
+    assert not {lay.model_dir, lay.test_metrics, lay.history} & {other.model_dir, other.test_metrics, other.history}
+
+
+def test_grid_order_and_bad_keys():
+    runs = grid_runs(["a", "b"], ["r"], ["megl", "baseline"], [1, 0])
+    assert [k.name for k in runs[:4]] == ["a/r/megl/s1", "a/r/megl/s0", "a/r/baseline/s1", "a/r/baseline/s0"]
+    assert len(runs) == 8
+    for bad in (dict(seed=-1), dict(seed=True), dict(seed="0"), dict(variant="a/b"), dict(dataset="")):
+        with pytest.raises(ValueError):
+            RunKey(**{"dataset": "d", "backbone": "b", "variant": "v", "seed": 0} | bad)
+
+
+def _expand(template: str, key: RunKey) -> str:
+    for name in ("dataset", "backbone", "variant", "seed"):
+        template = template.replace("${item.%s}" % name, str(getattr(key, name)))
+    return template
+
+
+def _paths(entries) -> list[str]:
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
+
+
+def test_dvc_yaml_uses_the_layout(repo):
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    key = RunKey("object_me", "vit_b16", "text", 1)
+    lay = run_layout(repo, key)
+    train, evaluate = stages["train"], stages["evaluate"]
+    for stage in (train, evaluate):
+        assert stage["matrix"]["seed"] == "${grid.seeds}"
+        assert "--seed ${item.seed}" in stage["cmd"]
+    assert [_expand(p, key) for p in train["outs"]] == [lay.relative(lay.model_dir)]
+    assert [_expand(p, key) for p in _paths(train["metrics"])] == [lay.relative(lay.train_metrics)]
+    assert [_expand(p, key) for p in _paths(train["plots"])] == [lay.relative(lay.history)]
+    assert lay.relative(lay.model_dir) in [_expand(p, key) for p in evaluate["deps"]]
+    assert [_expand(p, key) for p in evaluate["outs"]] == [lay.relative(lay.results_dir)]
+    assert [_expand(p, key) for p in _paths(evaluate["metrics"])] == [lay.relative(lay.test_metrics), lay.relative(lay.efficiency)]
+    assert [_expand(p, key) for p in _paths(evaluate["plots"])] == [lay.relative(lay.per_class_f1), lay.relative(lay.confusion)]
+
+
+def test_train_stage_declares_every_train_param_but_the_seed(repo):
+    """The seed comes from --seed; every other train.* key must be a dep, or editing it would not re-train."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    declared = {p for p in stages["train"]["params"] if p.startswith("train")}
+    expected = {f"train.{f.name}" for f in dataclasses.fields(TrainConfig) if f.name != "seed"}
+    assert declared == expected, f"dvc.yaml train params: add {sorted(expected - declared)}, drop {sorted(declared - expected)}"
+    assert not any(p.startswith("train") and p != "train.eval_batch_size" for p in stages["evaluate"]["params"])
+
+
+def test_gate_covers_test_metrics_only(repo):
+    files, _ = load_tolerances(repo / "metrics" / "tolerances.yaml")
+    lay = run_layout(Path("."), RunKey("action_me", "resnet18", "visual_text", 2))
+
+    def gated(path: Path) -> bool:
+        return any(fnmatch.fnmatch(path.as_posix(), pattern) for pattern in files)
+
+    assert gated(lay.test_metrics) and gated(dataset_report(Path("."), "action_me"))
+    assert not gated(lay.efficiency) and not gated(lay.train_metrics)
+    assert not gated(Path("metrics/action_me/saliency.json")) and not gated(Path("metrics/tables/table2.csv"))

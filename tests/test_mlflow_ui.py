@@ -1,0 +1,129 @@
+"""`make mlflow-ui` shows the sweep: a real MLflow server (the Makefile's command) on the Prefect
+sweep's store (the `ablation_sweep` fixture, tests/sweep_support.py), its REST API for the parent /
+child runs and the CAM gallery, and its React UI in headless Chromium (Debian's chromium and
+chromedriver, driven by Selenium; nothing is downloaded)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from sweep_support import GRID, free_port, http_json, stop, wait_for
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+RUNS = [f"object_me/resnet18/{v}/s0" for v in GRID["variants"]]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(ablation_sweep, tmp_path_factory):
+    """`mlflow server` on loopback over the sweep's SQLite store (as `make mlflow-ui` runs it)."""
+    port = free_port()
+    log_file = tmp_path_factory.mktemp("mlflow-ui") / "server.log"
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", ablation_sweep.mlflow_uri,
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            cwd=log_file.parent, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for("mlflow server", lambda: urllib.request.urlopen(f"{base}/health", timeout=2).read() == b"OK", 180, proc, log_file)
+        yield base
+    finally:
+        stop(proc)
+
+
+def sweep_runs(base: str, flow_run_id: str):
+    """(experiment id, parent run, {child name: child run}) of the sweep, through the REST API."""
+    api = f"{base}/api/2.0/mlflow"
+    experiment = http_json(f"{api}/experiments/get-by-name?experiment_name=megl")["experiment"]
+    search = lambda query: http_json(f"{api}/runs/search", {"experiment_ids": [experiment["experiment_id"]], "filter": query})
+    (parent,) = search(f"tags.`prefect.flow_run_id` = '{flow_run_id}'")["runs"]
+    children = search(f"tags.`mlflow.parentRunId` = '{parent['info']['run_id']}'")["runs"]
+    return experiment["experiment_id"], parent, {c["info"]["run_name"]: c for c in children}
+
+
+def test_rest_api_lists_the_sweep_and_serves_the_gallery(ablation_sweep, mlflow_server):
+    experiment_id, parent, children = sweep_runs(mlflow_server, ablation_sweep.flow_run_id)
+    assert parent["info"]["status"] == "FINISHED" and parent["info"]["run_name"].startswith("sweep ")
+    assert sorted(children) == RUNS
+    for name, child in children.items():
+        tags = {t["key"]: t["value"] for t in child["data"]["tags"]}
+        assert tags["mlflow.parentRunId"] == parent["info"]["run_id"] and tags["seed"] == "0"
+        metrics = {m["key"] for m in child["data"]["metrics"]}
+        assert {"test/accuracy", "val_accuracy", "train/loss"} <= metrics
+        run_id = child["info"]["run_id"]
+        listed = http_json(f"{mlflow_server}/api/2.0/mlflow/artifacts/list?run_id={run_id}")
+        assert {"cam_gallery.png", "explanations.json", "evaluation"} <= {f["path"] for f in listed["files"]}
+        query = urllib.parse.urlencode({"path": "cam_gallery.png", "run_uuid": run_id})
+        with urllib.request.urlopen(f"{mlflow_server}/get-artifact?{query}", timeout=30) as resp:
+            assert resp.read(8) == b"\x89PNG\r\n\x1a\n"
+        query = urllib.parse.urlencode({"path": "explanations.json", "run_uuid": run_id})
+        with urllib.request.urlopen(f"{mlflow_server}/get-artifact?{query}", timeout=30) as resp:
+            assert {"sample", "label", "predicted", "references"} <= set(json.loads(resp.read())["columns"])
+    # the parent carries the regenerated tables and the summary
+    parent_files = http_json(f"{mlflow_server}/api/2.0/mlflow/artifacts/list?run_id={parent['info']['run_id']}")
+    assert {"summary.json", "tables"} <= {f["path"] for f in parent_files["files"]}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="megl-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-extensions",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+                "--window-size=1600,1000", f"--user-data-dir={profile}"):
+        options.add_argument(arg)
+    # an explicit driver: Selenium Manager never looks for (or downloads) one
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def page_text(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def test_ui_lists_the_sweep_parent_and_its_children(ablation_sweep, mlflow_server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    experiment_id, parent, children = sweep_runs(mlflow_server, ablation_sweep.flow_run_id)
+    parent_name = parent["info"]["run_name"]
+    # the experiment's runs table (a React SPA: wait for the rendered rows)
+    browser.get(f"{mlflow_server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
+    WebDriverWait(browser, 60).until(lambda d: parent_name in page_text(d), f"{parent_name!r} not listed")
+    assert not any(name in page_text(browser) for name in RUNS)  # children are nested under it ...
+    link = browser.find_element(By.XPATH, f"//a[normalize-space()='{parent_name}']")
+    link.find_element(By.XPATH, "./ancestor::*[@role='gridcell'][1]//button").click()  # ... until expanded
+    WebDriverWait(browser, 30).until(lambda d: all(name in page_text(d) for name in RUNS), f"children of {parent_name!r} not shown")
+
+    # a child's artifacts: the CAM gallery and the explanation table
+    child_id = children[RUNS[-1]]["info"]["run_id"]
+    browser.get(f"{mlflow_server}/#/experiments/{experiment_id}/runs/{child_id}/artifacts")
+    WebDriverWait(browser, 60).until(
+        lambda d: all(f in page_text(d) for f in ("cam_gallery.png", "explanations.json")), "artifacts not listed"
+    )

@@ -1,0 +1,144 @@
+"""The ablation sweep through Prefect, for real: a server on loopback, `pipeline/serve.py` serving the
+project's deployments, `prefect deployment run megl/ablation --watch` on a tiny grid (the
+`ablation_sweep` fixture, tests/sweep_support.py), then a second run in which one variant fails."""
+
+import json
+import os
+import sys
+
+import pytest
+import yaml
+
+from sweep_support import GRID
+
+RUNS = [f"object_me/resnet18/{v}/s0" for v in GRID["variants"]]
+
+
+@pytest.fixture(scope="module")
+def pipeline_modules(repo):
+    sys.path.insert(0, str(repo / "pipeline"))
+    try:
+        import flows
+        import serve
+
+        yield flows, serve
+    finally:
+        sys.path.remove(str(repo / "pipeline"))
+
+
+def test_serve_offers_megl_ablation_with_the_sweep_parameters(pipeline_modules):
+    _, serve = pipeline_modules
+    (deployment,) = serve.deployments()
+    assert (deployment.flow_name, deployment.name) == ("megl", "ablation")
+    assert deployment.entrypoint == "pipeline/flows.py:megl_sweep"
+    schema = deployment._parameter_openapi_schema
+    assert set(schema.properties) == {"datasets", "backbones", "variants", "seeds", "max_parallel"}
+    assert not schema.required  # every parameter defaults to params.yaml
+
+
+def test_stage_processes_share_the_cores_and_get_the_parent_run(pipeline_modules, repo, monkeypatch):
+    flows, _ = pipeline_modules
+    monkeypatch.setenv("MEGL_MLFLOW_PARENT_RUN_ID", "stale")
+    cores = len(os.sched_getaffinity(0))
+    env = flows.stage_env(2, "parent-id")
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == str(max(1, cores // 2))
+    assert env["MEGL_MLFLOW_PARENT_RUN_ID"] == "parent-id"
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(repo / "src")
+    assert env["PATH"].split(os.pathsep)[0] == str(os.path.dirname(sys.executable))
+    assert flows.stage_env(64, None)["OMP_NUM_THREADS"] == "1"
+    assert "MEGL_MLFLOW_PARENT_RUN_ID" not in flows.stage_env(1, None)  # no sweep run: top-level runs
+
+
+def mlflow_client(sweep):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(sweep.mlflow_uri)
+
+
+def parent_of(client, flow_run_id):
+    experiment = client.get_experiment_by_name("megl")
+    (parent,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}'")
+    children = client.search_runs([experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    return parent, {run.info.run_name: run for run in children}
+
+
+@pytest.mark.slow
+def test_served_deployment_runs_the_sweep(ablation_sweep):
+    sweep = ablation_sweep
+    run = sweep.flow_run(sweep.flow_run_id)
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert run["parameters"] == {**GRID, "max_parallel": 2}
+    assert "Completed" in sweep.cli_output
+
+    tasks = {t["name"]: t for t in sweep.task_runs(sweep.flow_run_id)}
+    assert set(tasks) == {"data", "tables", *RUNS}, sorted(tasks)
+    assert all(t["state_type"] == "COMPLETED" for t in tasks.values())
+
+    # the stages' outputs, for the sweep's runs only (data: only the sweep's dataset was built)
+    work = sweep.work
+    for name in RUNS:
+        test = json.loads((work / "metrics" / name / "test.json").read_text())
+        assert 0 <= test["accuracy"] <= 1 and test["seed"] == 0
+        assert (work / "metrics" / name / "train.json").is_file()
+        assert (work / "models" / name / "model.safetensors").is_file()
+    assert (work / "data/object_me/saliency").is_dir() and not (work / "data/action_me").exists()
+    (tables,) = (work / "results" / "sweeps").glob("*/tables")
+    assert "| ResNet18 | MEGL |" in (tables / "table2.md").read_text()
+
+    # MLflow: one parent run for the sweep, a finished child per run, evaluation inside the child
+    client = mlflow_client(sweep)
+    parent, children = parent_of(client, sweep.flow_run_id)
+    assert parent.info.status == "FINISHED" and parent.info.run_name == f"sweep {run['name']}"
+    assert parent.data.tags["sweep.variants"] == "baseline,megl" and parent.data.tags["prefect.deployment"] == "ablation"
+    assert parent.data.metrics["runs_finished"] == 2 and parent.data.metrics["runs_failed"] == 0
+    parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"summary.json", "tables"} <= parent_files
+    assert sorted(children) == RUNS
+    for name, child in children.items():
+        d, b, v, s = name.split("/")
+        assert child.info.status == "FINISHED"
+        assert child.data.tags.items() >= {"dataset": d, "backbone": b, "variant": v, "seed": "0"}.items()
+        assert 0 <= child.data.metrics["test/accuracy"] <= 1 and "val_accuracy" in child.data.metrics
+        files = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"cam_gallery.png", "explanations.json", "evaluation", "model"} <= files
+
+
+@pytest.mark.slow
+def test_a_failed_variant_fails_its_task_not_the_others(ablation_sweep):
+    """The text head's params are broken on purpose (text variants stop building it, baseline trains):
+    the failed run is retried (params sweep.retries), the other run completes, the tables are built
+    from it, and the flow run ends Failed with the summary."""
+    sweep = ablation_sweep
+    params_file = sweep.work / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["text_head"]["not_a_key"] = 1  # text variants validate text_head when they build the head
+    params["sweep"].update(retries=1, retry_delay_s=0)
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        out, run_id = sweep.run_deployment({**GRID, "variants": ["baseline", "text"], "seeds": [1]})
+    finally:
+        params_file.write_text(original)
+    assert out.returncode == 1, out.stdout + out.stderr
+    run = sweep.flow_run(run_id)
+    assert run["state"]["type"] == "FAILED"
+    message = run["state"]["message"]
+    assert "1 of 2 runs finished" in message and "FAILED: object_me/resnet18/text/s1" in message
+    assert "not_a_key" in message  # the tail of the failed stage's output
+
+    tasks = {t["name"]: t for t in sweep.task_runs(run_id)}
+    assert tasks["object_me/resnet18/baseline/s1"]["state_type"] == "COMPLETED"
+    failed = tasks["object_me/resnet18/text/s1"]
+    assert failed["state_type"] == "FAILED" and failed["run_count"] == 2  # one retry
+    assert tasks["tables"]["state_type"] == "COMPLETED"
+    assert (sweep.work / "metrics/object_me/resnet18/baseline/s1/test.json").is_file()
+    assert not (sweep.work / "metrics/object_me/resnet18/text/s1/test.json").exists()
+
+    client = mlflow_client(sweep)
+    parent, children = parent_of(client, run_id)
+    assert parent.info.status == "FAILED"
+    assert parent.data.metrics["runs_finished"] == 1 and parent.data.metrics["runs_failed"] == 1
+    summary = json.loads(open(client.download_artifacts(parent.info.run_id, "summary.json", str(sweep.work))).read())
+    assert summary["finished"] == ["object_me/resnet18/baseline/s1"] and list(summary["failed"]) == ["object_me/resnet18/text/s1"]
+    assert children["object_me/resnet18/baseline/s1"].info.status == "FINISHED"
+    assert "test/accuracy" in children["object_me/resnet18/baseline/s1"].data.metrics
