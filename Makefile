@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv run test test-fast lock mlflow-ui prefect-server prefect-serve
+.PHONY: venv browser run test test-fast lock mlflow-ui prefect-server prefect-serve
 
 venv: $(STAMP)
 
@@ -26,7 +26,16 @@ $(STAMP): requirements.lock pyproject.toml
 run: venv
 	$(BIN)/dvc repro
 
-test: venv
+# The MLflow UI test drives Debian's headless chromium through its chromedriver: installed from
+# Debian's packages (as root, or through sudo) unless both are already present.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	    if [ "$$(id -u)" -eq 0 ]; then as_root=""; else as_root="sudo -n"; fi; \
+	    $$as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; \
+	fi
+
+test: venv browser
 	$(BIN)/python -m pytest
 
 test-fast: venv
