@@ -278,6 +278,9 @@ def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict) -> None
     """Accelerate state + our progress, swapped in as `latest` only once complete."""
     tmp = folder / "incoming"
     accelerator.save_state(str(tmp))
+    # every rank writes its own files (RNG state, its optimizer shard) into tmp: none may still be
+    # writing when the main process moves it
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json(tmp / "progress.json", state)
         old = folder / "previous"
