@@ -61,6 +61,19 @@ def scoped_params(work: Path, train_overrides: dict, tag: str) -> Path:
     return path
 
 
+def score_test_split(model, config: dict, data_dir: Path, params, seed: int) -> dict:
+    """Test accuracy and mIoU of the predicted-class CAM, with the evaluation stage's functions."""
+    test = ExplanationDataset(data_dir, "test", config["grid"], seed=seed)
+    pred = predict_test_split(model, test, params.train.eval_batch_size, torch.device("cpu"))
+    size = test.images.shape[1]
+    has, gt = gt_maps_at_image_size(data_dir, pred["rows"], size)
+    loc = localisation_metrics(torch.from_numpy(pred["cams"][has]), torch.from_numpy(gt), size, params.evaluate.cam_threshold)
+    return {
+        "test_accuracy": round(float((pred["labels"] == pred["preds"]).mean()), 6),
+        "miou": round(float(loc["miou"]), 6),
+    }
+
+
 def run_one(params_file: Path, dataset: str, backbone: str, variant: str, seed: int, name: str) -> dict:
     params = load_params(params_file)
     params = dataclasses.replace(params, train=dataclasses.replace(params.train, seed=seed))
@@ -69,16 +82,9 @@ def run_one(params_file: Path, dataset: str, backbone: str, variant: str, seed: 
     t0 = time.perf_counter()
     summary = train(params, dataset, backbone, variant, paths)
     model, config = load_exported(paths.model_dir)
-    data_dir = REPO / "data" / dataset
-    test = ExplanationDataset(data_dir, "test", config["grid"], seed=seed)
-    pred = predict_test_split(model, test, params.train.eval_batch_size, torch.device("cpu"))
-    size = test.images.shape[1]
-    has, gt = gt_maps_at_image_size(data_dir, pred["rows"], size)
-    loc = localisation_metrics(torch.from_numpy(pred["cams"][has]), torch.from_numpy(gt), size, params.evaluate.cam_threshold)
     return {
         "dataset": dataset, "backbone": backbone, "variant": name, "seed": seed,
-        "test_accuracy": round(float((pred["labels"] == pred["preds"]).mean()), 6),
-        "miou": round(float(loc["miou"]), 6),
+        **score_test_split(model, config, REPO / "data" / dataset, params, seed),
         "best_val_accuracy": summary["best_val_accuracy"], "best_epoch": summary["best_epoch"],
         "seconds": round(time.perf_counter() - t0, 1),
     }
