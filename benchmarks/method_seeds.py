@@ -17,7 +17,6 @@ Needs the extracted datasets (`make run` or `dvc repro saliency@object_me salien
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -75,8 +74,7 @@ def score_test_split(model, config: dict, data_dir: Path, params, seed: int) -> 
 
 
 def run_one(params_file: Path, dataset: str, backbone: str, variant: str, seed: int, name: str) -> dict:
-    params = load_params(params_file)
-    params = dataclasses.replace(params, train=dataclasses.replace(params.train, seed=seed))
+    params = load_params(params_file).with_seed(seed)
     run = Path(dataset) / backbone / name / f"s{seed}"
     paths = RunPaths(params.root / "models" / run, params.root / "checkpoints" / run, params.root / "metrics" / run / "train.json")
     t0 = time.perf_counter()

@@ -8,40 +8,28 @@ the model was trained with (its config.json says which).
 """
 
 import argparse
-import dataclasses
 import json
 import sys
-from pathlib import Path
 
-from megl.config import ConfigError, load_params
-from megl.layout import RunKey, run_layout
+from megl.layout import run_layout
+from megl.run_cli import add_run_arguments, resolve_run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--backbone", required=True)
-    parser.add_argument("--variant", required=True)
-    parser.add_argument("--seed", type=int, help="the run's training seed (default: params train.seed)")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="outputs go under its folder")
+    add_run_arguments(parser, seed_help="the run's training seed")
     args = parser.parse_args()
     from megl.evaluate.run import EvalPaths, evaluate
 
-    try:
-        params = load_params(args.params)
-        seed = params.train.seed if args.seed is None else args.seed
-        key = RunKey(args.dataset, args.backbone, args.variant, seed)
-    except (ConfigError, ValueError) as exc:
-        sys.exit(f"evaluate: {exc}")
+    params, key = resolve_run(args, "evaluate")
     layout = run_layout(params.root, key)
     config_file = layout.model_dir / "config.json"
     if config_file.is_file():
         trained_seed = json.loads(config_file.read_text()).get("train", {}).get("seed")
-        if trained_seed != seed:
-            sys.exit(f"evaluate: {layout.relative(config_file)} was trained with seed {trained_seed}, not {seed}")
-    params = dataclasses.replace(params, train=dataclasses.replace(params.train, seed=seed))
+        if trained_seed != key.seed:
+            sys.exit(f"evaluate: {layout.relative(config_file)} was trained with seed {trained_seed}, not {key.seed}")
     try:
-        metrics = evaluate(params, args.dataset, args.backbone, args.variant, EvalPaths.for_run(params.root, key))
+        metrics = evaluate(params, key.dataset, key.backbone, key.variant, EvalPaths.for_run(params.root, key))
     except (FileNotFoundError, TimeoutError) as exc:
         sys.exit(f"evaluate: {exc}")
     print(json.dumps(metrics))

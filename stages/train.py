@@ -7,36 +7,22 @@ Multi-process: accelerate launch --config_file configs/accelerate/<name>.yaml st
 """
 
 import argparse
-import dataclasses
 import sys
-from pathlib import Path
 
-from megl.config import ConfigError, load_params
-from megl.layout import RunKey
+from megl.config import ConfigError
+from megl.run_cli import add_run_arguments, resolve_run
 from megl.train import RunPaths, train
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--backbone", required=True)
-    parser.add_argument("--variant", required=True)
-    parser.add_argument("--seed", type=int, help="training seed (default: params train.seed)")
+    add_run_arguments(parser, seed_help="training seed")
     parser.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint")
     parser.add_argument("--max-steps", type=int, help="stop early (smoke tests)")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="outputs go under its folder")
     args = parser.parse_args()
+    params, key = resolve_run(args, "train")
     try:
-        params = load_params(args.params)
-        params.variant(args.variant)
-        params.backbone(args.backbone)
-        seed = params.train.seed if args.seed is None else args.seed
-        key = RunKey(args.dataset, args.backbone, args.variant, seed)
-    except (ConfigError, ValueError) as exc:
-        sys.exit(f"train: {exc}")
-    params = dataclasses.replace(params, train=dataclasses.replace(params.train, seed=seed))
-    try:
-        train(params, args.dataset, args.backbone, args.variant, RunPaths.for_run(params.root, key),
+        train(params, key.dataset, key.backbone, key.variant, RunPaths.for_run(params.root, key),
               resume=args.resume, max_steps=args.max_steps)
     except (ConfigError, FloatingPointError) as exc:
         sys.exit(f"train: {exc}")

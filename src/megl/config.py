@@ -341,6 +341,11 @@ class Params:
             raise ConfigError(f"unknown dataset {name!r}; params.yaml defines {sorted(self.datasets)}")
         return self.datasets[name]
 
+    def with_seed(self, seed: int) -> "Params":
+        """These params for one seed of the grid: train.seed is what the run, its export and its
+        tracked params carry."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=seed))
+
     def synthetic_source(self, name: str) -> SyntheticConfig:
         if name not in self.synthetic:
             raise ConfigError(f"no synthetic block {name!r}; params.yaml defines {sorted(self.synthetic)}")
