@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +48,7 @@ from megl.data.synthetic.scene import border_width  # noqa: E402
 from megl.models import backbones  # noqa: E402
 from megl.models.load import load_exported  # noqa: E402
 from megl.train import RunPaths, train  # noqa: E402
-from method_seeds import score_test_split  # noqa: E402  (this script's folder is on sys.path)
+from method_seeds import score_test_split, scoped_params  # noqa: E402  (this script's folder is on sys.path)
 from transformers import ViTConfig  # noqa: E402
 
 
@@ -167,14 +166,8 @@ def no_decoy_copy(src: Path, dst: Path, image_size: int, decoy_size: float) -> N
 
 
 def run_probe(probe: Probe, work: Path, dataset: str, seed: int) -> dict:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["tracking"]["enabled"] = False
-    raw["train"].update(dict(probe.train))
-    raw["train"]["seed"] = seed
     root = work / probe.data
-    params_file = root / f"params_{len(list(root.glob('params_*')))}.yaml"
-    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
-    params = load_params(params_file)
+    params = load_params(scoped_params(root, dict(probe.train), str(len(list(root.glob("params_*")))))).with_seed(seed)
     run = Path(dataset) / probe.name.replace(" ", "_").replace("=", "")
     paths = RunPaths(root / "models" / run, root / "checkpoints" / run, root / "metrics" / run / "train.json")
     t0 = time.perf_counter()

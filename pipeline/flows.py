@@ -23,12 +23,11 @@ project's experiment), tagged with the sweep's parameters and the Prefect flow r
 the stage processes as $MEGL_MLFLOW_PARENT_RUN_ID, so each run's MLflow run is its child. The
 parent ends FINISHED or FAILED with runs_finished / runs_failed, summary.json and the tables.
 
-This module calls the stages; from the library it reads only params.yaml (megl.config) and opens
-the parent run through megl.tracking (the project's only MLflow user).
+This module calls the stages; from the library it reads only params.yaml (megl.config), names runs
+with megl.layout and opens the parent run through megl.tracking (the project's only MLflow user).
 """
 
 import collections
-import itertools
 import os
 import subprocess
 import sys
@@ -47,7 +46,8 @@ from prefect.states import Failed  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from megl import tracking  # noqa: E402
-from megl.config import ConfigError, load_params  # noqa: E402
+from megl.config import ConfigError, GridConfig, load_params  # noqa: E402
+from megl.layout import RunKey, grid_runs  # noqa: E402
 
 PARAMS = REPO / "params.yaml"
 TAIL_LINES = 25  # of a failed stage's output, in the task's error and the summary
@@ -111,16 +111,16 @@ def train_and_evaluate(dataset: str, backbone: str, variant: str, seed: int, env
     args = ["--params", str(PARAMS), "--dataset", dataset, "--backbone", backbone, "--variant", variant, "--seed", str(seed)]
     for stage in ("train", "evaluate"):
         run_command([sys.executable, str(REPO / "stages" / f"{stage}.py"), *args], env, stage)
-    return tracking.run_name(dataset, backbone, variant, seed)
+    return RunKey(dataset, backbone, variant, seed).name
 
 
 @task(name="tables", task_run_name="tables", cache_policy=NO_CACHE)
-def regenerate_tables(cells: list[tuple[str, str, str, int]], out: Path, env: dict[str, str]) -> str:
+def regenerate_tables(grid: GridConfig, out: Path, env: dict[str, str]) -> str:
     """The paper's tables from the sweep's runs that have test metrics (stages/tables.py)."""
-    names = [sorted({c[i] for c in cells}) for i in range(4)]
     cmd = [sys.executable, str(REPO / "stages" / "tables.py"), "--params", str(PARAMS), "--out", str(out)]
-    for flag, values in zip(("--datasets", "--backbones", "--variants", "--seeds"), names):
-        cmd += [flag, *map(str, values)]
+    for flag, values in (("--datasets", grid.datasets), ("--backbones", grid.backbones),
+                         ("--variants", grid.variants), ("--seeds", grid.seeds)):
+        cmd += [flag, *map(str, sorted(values))]
     run_command(cmd, env, "tables")
     return str(out)
 
@@ -155,23 +155,13 @@ def megl_sweep(
     stage scripts, then the tables. None takes params.yaml (`grid`, `sweep.max_parallel`)."""
     logger = get_run_logger()
     params = load_params(PARAMS)
-    datasets = list(datasets or params.grid.datasets)
-    backbones = list(backbones or params.grid.backbones)
-    variants = list(variants or params.grid.variants)
-    seeds = [int(s) for s in (seeds if seeds is not None else params.grid.seeds)]
+    grid = params.select_grid(datasets, backbones, variants, seeds)  # ConfigError naming what is wrong
     max_parallel = params.sweep.max_parallel if max_parallel is None else int(max_parallel)
-    for name in datasets:
-        params.dataset(name)  # ConfigError naming the unknown name and the defined ones
-    for name in backbones:
-        params.backbone(name)
-    for name in variants:
-        params.variant(name)
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"seeds must be unique non-negative integers, got {seeds}")
     if max_parallel < 1:
         raise ConfigError(f"max_parallel must be >= 1, got {max_parallel}")
-    cells = list(itertools.product(datasets, backbones, variants, seeds))
-    sweep = {"datasets": datasets, "backbones": backbones, "variants": variants, "seeds": seeds,
+    cells = grid_runs(grid.datasets, grid.backbones, grid.variants, grid.seeds)
+    sweep = {"datasets": list(grid.datasets), "backbones": list(grid.backbones), "variants": list(grid.variants),
+             "seeds": list(grid.seeds),
              "max_parallel": max_parallel, "retries": params.sweep.retries, "retry_delay_s": params.sweep.retry_delay_s}
     run_label = runtime.flow_run.name or "local"
     out = REPO / "results" / "sweeps" / f"{run_label}-{str(runtime.flow_run.id or '')[:8]}".rstrip("-") / "tables"
@@ -190,30 +180,30 @@ def megl_sweep(
     try:
         env = stage_env(max_parallel, parent)
         data = prepare_data.with_options(retries=params.sweep.retries, retry_delay_seconds=params.sweep.retry_delay_s)(
-            datasets, env, return_state=True
+            list(grid.datasets), env, return_state=True
         )
         if not data.is_completed():
             error = _error_text(data)
-            summary["failed"] = {tracking.run_name(*c): f"data not prepared: {error}" for c in cells}
+            summary["failed"] = {key.name: f"data not prepared: {error}" for key in cells}
             summary["tables_error"] = "no runs (data stages failed)"
         else:
             run = train_and_evaluate.with_options(retries=params.sweep.retries, retry_delay_seconds=params.sweep.retry_delay_s)
             futures, pending, running = {}, list(cells), []
             while pending or running:  # a sliding window of max_parallel runs
                 while pending and len(running) < max_parallel:
-                    cell = pending.pop(0)
-                    futures[cell] = run.submit(*cell, env)
-                    running.append(futures[cell])
+                    key = pending.pop(0)
+                    futures[key] = run.submit(key.dataset, key.backbone, key.variant, key.seed, env)
+                    running.append(futures[key])
                 running.remove(next(as_completed(running)))
-            for cell, future in futures.items():
+            for key, future in futures.items():
                 future.wait()  # the run's final state as the engine returned it (the API's may lag)
                 state = future.state
                 if state.is_completed():
-                    summary["finished"].append(tracking.run_name(*cell))
+                    summary["finished"].append(key.name)
                 else:
-                    summary["failed"][tracking.run_name(*cell)] = _error_text(state)
+                    summary["failed"][key.name] = _error_text(state)
             if summary["finished"]:
-                tables = regenerate_tables(cells, out, env, return_state=True)
+                tables = regenerate_tables(grid, out, env, return_state=True)
                 if tables.is_completed():
                     summary["tables"] = str(out.relative_to(REPO))
                 else:

@@ -25,22 +25,11 @@ def main() -> None:
     args = parser.parse_args()
     try:
         params = load_params(args.params)
+        grid = params.select_grid(args.datasets, args.backbones, args.variants, args.seeds, label="--{kind}")
     except ConfigError as exc:
         sys.exit(f"tables: {exc}")
-    grid = params.grid
-    datasets = args.datasets or list(grid.datasets)
-    backbones = args.backbones or list(grid.backbones)
-    variants = args.variants or list(grid.variants)
-    seeds = args.seeds if args.seeds is not None else list(grid.seeds)
-    for kind, names, known in (("datasets", datasets, params.datasets), ("backbones", backbones, params.backbones),
-                               ("variants", variants, params.variants)):
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            sys.exit(f"tables: --{kind} {unknown} not defined in the params {kind} block")
-    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        sys.exit(f"tables: --seeds must be unique non-negative integers, got {seeds}")
 
-    runs = load_runs(params.root, datasets, backbones, variants, seeds)
+    runs = load_runs(params.root, grid.datasets, grid.backbones, grid.variants, grid.seeds)
     for lay in runs.missing:
         print(f"missing: {lay.key.name} ({lay.relative(lay.test_metrics)})")
     total = len(runs.test) + len(runs.missing)

@@ -317,14 +317,30 @@ class Params:
     text_head: dict[str, Any]
 
     def validate(self, where: str) -> None:
+        self._check_grid_names(self.grid, "grid.{kind}:")
+
+    def _check_grid_names(self, grid: GridConfig, label: str) -> None:
         for kind, names, known in (
-            ("datasets", self.grid.datasets, self.datasets),
-            ("backbones", self.grid.backbones, self.backbones),
-            ("variants", self.grid.variants, self.variants),
+            ("datasets", grid.datasets, self.datasets),
+            ("backbones", grid.backbones, self.backbones),
+            ("variants", grid.variants, self.variants),
         ):
             unknown = sorted(set(names) - set(known))
             if unknown:
-                raise ConfigError(f"grid.{kind}: {unknown} not defined in the {kind} block")
+                raise ConfigError(f"{label.format(kind=kind)} {unknown} not defined in the {kind} block")
+
+    def select_grid(self, datasets=None, backbones=None, variants=None, seeds=None, label: str = "{kind}:") -> GridConfig:
+        """The params grid with any of its lists replaced (a sweep's or a table's selection; None or
+        empty keeps the grid's), checked as params.yaml's grid is. `label` names a list in errors."""
+        grid = GridConfig(
+            tuple(datasets or self.grid.datasets),
+            tuple(backbones or self.grid.backbones),
+            tuple(variants or self.grid.variants),
+            tuple(int(s) for s in seeds) if seeds is not None else self.grid.seeds,
+        )
+        grid.validate("grid")
+        self._check_grid_names(grid, label)
+        return grid
 
     def backbone(self, name: str) -> BackboneParams:
         if name not in self.backbones:

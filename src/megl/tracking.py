@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from megl.layout import RunKey
+
 PARENT_RUN_ENV = "MEGL_MLFLOW_PARENT_RUN_ID"
 PARENT_TAG = "mlflow.parentRunId"  # what MLflow (and its UI) nests runs by
 # The UI opens an experiment of this kind on its runs table (MLflow 3 defaults to the GenAI views).
@@ -34,7 +36,8 @@ def tracking_uri(root: Path) -> str:
 
 
 def run_name(dataset: str, backbone: str, variant: str, seed: int) -> str:
-    return f"{dataset}/{backbone}/{variant}/s{seed}"
+    """The run's MLflow name: its grid name, `<dataset>/<backbone>/<variant>/s<seed>`."""
+    return RunKey(dataset, backbone, variant, seed).name
 
 
 def run_tags(dataset: str, backbone: str, variant: str, seed: int) -> dict[str, str]:

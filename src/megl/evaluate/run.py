@@ -95,7 +95,8 @@ def evaluate(params: Params, dataset: str, backbone: str, variant: str, paths: E
     size = test_set.images.shape[1]
 
     pred = predict_test_split(model, test_set, params.train.eval_batch_size, device)
-    metrics = {"dataset": dataset, "backbone": backbone, "variant": variant, "seed": params.train.seed}
+    run_fields = {"dataset": dataset, "backbone": backbone, "variant": variant, "seed": params.train.seed}
+    metrics = dict(run_fields)
     flat, f1_rows, confusion = classification_metrics(pred["labels"], pred["preds"], test_set.classes)
     metrics |= flat
 
@@ -133,7 +134,7 @@ def evaluate(params: Params, dataset: str, backbone: str, variant: str, paths: E
     write_json(paths.per_class_f1_file, f1_rows)
     write_json(paths.confusion_file, confusion)
     efficiency = efficiency_metrics(model, images[:1], warmup=cfg.efficiency_warmup, iters=cfg.efficiency_iters)
-    write_json(paths.efficiency_file, {"dataset": dataset, "backbone": backbone, "variant": variant, "seed": params.train.seed} | efficiency)
+    write_json(paths.efficiency_file, run_fields | efficiency)
     write_results(paths.results_dir, test_set, pred, references, has, gt, cfg.gallery_samples)
     log_to_run(params, dataset, backbone, variant, metrics, efficiency, paths)
     return metrics
