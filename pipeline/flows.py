@@ -9,7 +9,9 @@ seeds (None = params.yaml `grid`), at most `max_parallel` runs at once (None = p
    stays true to what is on disk. Needs the repository to be a DVC repository (a clone is).
 2. One task per run: `python stages/train.py ...` then `python stages/evaluate.py ...`, the very
    commands dvc.yaml runs, in their own processes (parallel runs cannot share a torch or MLflow
-   state; a crash stays in its task). Each process gets max(1, cores // max_parallel) threads.
+   state; a crash stays in its task). Each process computes with params compute.threads threads,
+   as under DVC, so a run's numbers do not depend on max_parallel (more threads than cores in
+   all only runs slower).
    A failed run is retried (params `sweep.retries`, `sweep.retry_delay_s`), then fails its task
    only: the other runs go on.
 3. Tables: `python stages/tables.py` restricted to the sweep's runs, from whatever finished,
@@ -64,15 +66,14 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def stage_env(max_parallel: int, parent_run_id: Optional[str]) -> dict[str, str]:
-    """The environment of every stage process: this checkout's library and virtualenv first, a
-    fair share of the cores, and the sweep's MLflow parent run."""
-    threads = str(max(1, _cores() // max_parallel))
+def stage_env(parent_run_id: Optional[str]) -> dict[str, str]:
+    """The environment of every stage process: this checkout's library and virtualenv first and
+    the sweep's MLflow parent run. No thread settings: each stage computes with params
+    compute.threads threads, as it does under DVC."""
     env = {k: v for k, v in os.environ.items() if k != tracking.PARENT_RUN_ENV}
     env.update(
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
         PYTHONPATH=os.pathsep.join(p for p in [str(REPO / "src"), env.get("PYTHONPATH", "")] if p),
-        OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads,
         TOKENIZERS_PARALLELISM="false", DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true",
         PYTHONUNBUFFERED="1",
     )
@@ -166,6 +167,9 @@ def megl_sweep(
     run_label = runtime.flow_run.name or "local"
     out = REPO / "results" / "sweeps" / f"{run_label}-{str(runtime.flow_run.id or '')[:8]}".rstrip("-") / "tables"
     logger.info("sweep of %d runs, at most %d at once, %d retries: %s", len(cells), max_parallel, params.sweep.retries, sweep)
+    if max_parallel * params.compute.threads > _cores():
+        logger.info("%d runs x compute.threads %d > %d cores: runs share cores (slower, same numbers)",
+                    max_parallel, params.compute.threads, _cores())
 
     parent = None
     if params.tracking.enabled:
@@ -178,7 +182,7 @@ def megl_sweep(
     started = time.monotonic()
     summary = {"flow_run": run_label, "runs_total": len(cells), "finished": [], "failed": {}, "tables": None}
     try:
-        env = stage_env(max_parallel, parent)
+        env = stage_env(parent)
         data = prepare_data.with_options(retries=params.sweep.retries, retry_delay_seconds=params.sweep.retry_delay_s)(
             list(grid.datasets), env, return_state=True
         )

@@ -3,6 +3,9 @@
 Every block of params.yaml maps to a frozen dataclass. Loading is strict: an unknown key, a missing
 key or a value of the wrong type is a ConfigError that names the file and the dotted key path.
 
+The file is read as YAML 1.2 (ruamel.yaml), as DVC reads and rewrites it: `dvc exp run -S` writes
+`- yes` unquoted, which YAML 1.1 readers (PyYAML) would turn into a boolean.
+
 Why not pydantic: the core package must import with torch/transformers/numpy/pandas/pillow only
 (DESIGN.md), and the few rules here fit in one small function.
 """
@@ -10,13 +13,15 @@ Why not pydantic: the core package must import with torch/transformers/numpy/pan
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -300,6 +305,62 @@ class GridConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TextHeadConfig:
+    profile: Literal["tiny", "paper"] = "tiny"  # "tiny": random-init small models; "paper": local checkpoints
+    prefix_grid: int = 2  # prefix = prefix_grid x prefix_grid tokens
+    clip_path: str | None = None  # paper profile only
+    llm_path: str | None = None  # paper profile only
+    vocab_size: int = 512  # tokenizer training size (used by the caller)
+    max_text_tokens: int = 32  # whole sequence, <bos> and <eos> included
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    train_embeddings: bool = True
+    # tiny profile sizes (the paper profile takes its sizes from the checkpoints)
+    clip_hidden: int = 64
+    clip_layers: int = 2
+    clip_heads: int = 4
+    clip_image_size: int = 64
+    clip_patch: int = 8
+    llm_hidden: int = 64
+    llm_layers: int = 2
+    llm_heads: int = 4
+    llm_intermediate: int = 128
+
+    def __post_init__(self) -> None:
+        # built from code as well as from YAML: a list keeps the frozen config hashable as a tuple
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        self.validate("text_head")
+
+    def validate(self, where: str) -> None:
+        for name in ("prefix_grid", "vocab_size", "lora_r", "clip_layers", "clip_heads", "clip_patch", "llm_layers", "llm_heads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.max_text_tokens < 2:
+            raise ConfigError(f"{where}.max_text_tokens: must be >= 2 (room for <bos> and <eos>), got {self.max_text_tokens}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"{where}.lora_dropout: must be in [0, 1), got {self.lora_dropout}")
+        if self.profile == "paper":
+            for name in ("clip_path", "llm_path"):
+                if getattr(self, name) is None:
+                    raise ConfigError(f"{where}.{name}: the 'paper' profile needs a local checkpoint folder (nothing is downloaded)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeConfig:
+    """How torch computes in every stage process (train, evaluate). The thread count is a run
+    parameter, not a property of the machine or the launcher: float sums are split across intra-op
+    threads, so the same params at another thread count give (slightly) different numbers."""
+
+    threads: int  # torch intra-op threads of each train / evaluate process, whoever launches it
+
+    def validate(self, where: str) -> None:
+        if self.threads < 1:
+            raise ConfigError(f"{where}.threads: must be >= 1, got {self.threads}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     root: Path  # the params file's folder: relative paths in the file, and stage outputs, live under it
     split: SplitConfig
@@ -313,11 +374,24 @@ class Params:
     evaluate: EvaluateConfig
     tracking: TrackingConfig
     sweep: SweepConfig
-    # validated against megl.models.sdtg.TextHeadConfig by the training code (keeps this module light)
+    compute: ComputeConfig
+    # the SDTG head's block as written (exported with each model); load_params checks it as a TextHeadConfig
     text_head: dict[str, Any]
 
     def validate(self, where: str) -> None:
         self._check_grid_names(self.grid, "grid.{kind}:")
+        self.text_head_config()
+        for name in self.grid.backbones:
+            grid = self.backbones[name].grid
+            if grid not in self.saliency.grid_sizes:
+                raise ConfigError(
+                    f"backbones.{name}.grid: {grid} is not in saliency.grid_sizes {list(self.saliency.grid_sizes)} "
+                    "(training reads the ground-truth maps at the backbone's CAM grid)"
+                )
+
+    def text_head_config(self) -> "TextHeadConfig":
+        """The text_head block as a checked TextHeadConfig."""
+        return _build(TextHeadConfig, dict(self.text_head), "text_head")
 
     def _check_grid_names(self, grid: GridConfig, label: str) -> None:
         for kind, names, known in (
@@ -368,13 +442,18 @@ class Params:
         return self.synthetic[name]
 
 
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file as DVC reads it (YAML 1.2: `yes` / `no` / `on` stay strings)."""
+    return YAML(typ="safe", pure=True).load(Path(path).read_text())
+
+
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
+    except YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
@@ -408,9 +487,48 @@ def _resolve_paths(params: Params, root: Path) -> Params:
     synthetic = {name: dataclasses.replace(s, out_dir=absolute(s.out_dir)) for name, s in params.synthetic.items()}
     backbones = {name: dataclasses.replace(b, pretrained_path=absolute(b.pretrained_path)) for name, b in params.backbones.items()}
     evaluate = dataclasses.replace(params.evaluate, clipscore_clip_path=absolute(params.evaluate.clipscore_clip_path))
+    text_head = dict(params.text_head)
+    for key in ("clip_path", "llm_path"):
+        if isinstance(text_head.get(key), str):
+            text_head[key] = absolute(text_head[key])
     return dataclasses.replace(
-        params, root=root, datasets=datasets, synthetic=synthetic, backbones=backbones, evaluate=evaluate
+        params, root=root, datasets=datasets, synthetic=synthetic, backbones=backbones, evaluate=evaluate,
+        text_head=text_head,
     )
+
+
+def check_pipeline(params: Params, source: str | Path = DEFAULT_PARAMS) -> None:
+    """What load_params cannot see from the file alone: the folders the pipeline will read exist
+    (or a stage of the pipeline writes them), for every block a DVC stage runs. One ConfigError
+    lists every problem, so a user fixes them in one go. The validate stage runs this before any
+    other stage may touch an output."""
+    produced = {os.path.normpath(s.out_dir) for s in params.synthetic.values()}
+
+    def missing(path: str | None) -> bool:
+        if path is None or Path(path).exists():
+            return False
+        norm = os.path.normpath(path)
+        return not any(norm == out or norm.startswith(out + os.sep) for out in produced)
+
+    problems = []
+    for name, d in params.datasets.items():  # dvc.yaml extracts every dataset block, not only the grid's
+        for key in ("raw_dir", "image_root", "visual_dir"):
+            value = getattr(d, key)
+            if missing(value):
+                problems.append(f"datasets.{name}.{key}: {value} does not exist (and no synthetic block writes it)")
+    for name in params.grid.backbones:
+        path = params.backbones[name].pretrained_path
+        if missing(path):
+            problems.append(f"backbones.{name}.pretrained_path: {path} does not exist (weights load from local folders only)")
+    head = params.text_head_config()
+    for key in ("clip_path", "llm_path"):
+        path = getattr(head, key)
+        if head.profile == "paper" and missing(path):
+            problems.append(f"text_head.{key}: {path} does not exist (the 'paper' profile loads local checkpoints only)")
+    if missing(params.evaluate.clipscore_clip_path):
+        problems.append(f"evaluate.clipscore_clip_path: {params.evaluate.clipscore_clip_path} does not exist")
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
 
 
 def build_dataclass(tp: Any, value: Any, where: str) -> Any:

@@ -1,10 +1,13 @@
 """The command line the train and evaluate stages share: which run (dataset, backbone, variant,
 seed) and which params file. --seed defaults to params train.seed and becomes train.seed for
-the whole run, so a stage, its exported config and its tracked params agree on it."""
+the whole run, so a stage, its exported config and its tracked params agree on it. The process
+computes with params compute.threads torch threads, whoever launched it (DVC, the Prefect sweep,
+a shell): the thread count changes float sums, so it belongs to the run's params."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -30,4 +33,10 @@ def resolve_run(args: argparse.Namespace, stage: str) -> tuple[Params, RunKey]:
         key = RunKey(args.dataset, args.backbone, args.variant, seed)
     except (ConfigError, ValueError) as exc:
         sys.exit(f"{stage}: {exc}")
+    import torch
+
+    torch.set_num_threads(params.compute.threads)
+    # SIGTERM (kill, a cancelled Prefect task) unwinds like Ctrl-C: the MLflow run ends KILLED and
+    # no half-written output replaces the previous run's
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     return params.with_seed(seed), key

@@ -1,16 +1,23 @@
 """The only MLflow user. One experiment for the project (`tracking.experiment`, default `megl`).
 
 - A trained model is one run, named `<dataset>/<backbone>/<variant>/s<seed>` and tagged with
-  dataset, backbone, variant and seed; evaluation appends its metrics and gallery to that run.
+  dataset, backbone, variant and seed. Training writes the run's id next to the exported model
+  (`mlflow_run.json`), and evaluation appends its metrics and gallery to exactly that run; a model
+  whose run is not in this store (trained with tracking off, or elsewhere) gets a run of its own.
+- A run stopped by Ctrl-C or SIGTERM ends KILLED; one killed outright (SIGKILL, power loss) is
+  closed as KILLED by the next run of the same name. `--resume` continues the checkpoint's run.
 - A Prefect sweep (pipeline/flows.py) is one parent run (`start_sweep` / `finish_sweep`); it hands
   its id to the stage processes in $MEGL_MLFLOW_PARENT_RUN_ID, and every run started while that
   variable is set is nested under it (a child per dataset/backbone/variant/seed). Without the
   variable (`dvc repro`) the same runs are top-level runs of the same experiment.
 
-Tracking URI: $MLFLOW_TRACKING_URI, else sqlite:///<absolute params folder>/mlflow.db (absolute,
-because DVC may run a stage from a temporary copy). For a SQLite store, a new experiment keeps its
-artifacts next to the database (<db folder>/mlruns/<experiment>), not under the working directory.
-mlflow is imported only when tracking is on, so the core trains on a machine without it.
+Tracking URI: $MLFLOW_TRACKING_URI, else sqlite:///<project root>/mlflow.db, where the project root
+is $DVC_ROOT when DVC runs the stage (DVC sets it to the project, also for `dvc exp run --queue`,
+whose stages run in a temporary copy that is deleted afterwards) and the params file's folder
+otherwise. For a SQLite store the experiment keeps its artifacts next to the database
+(<db folder>/mlruns/<experiment>); an experiment created by another copy of the project (a
+database copied along with it) is pointed back there. mlflow is imported only when tracking is
+on, so the core trains on a machine without it.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -29,10 +38,13 @@ PARENT_RUN_ENV = "MEGL_MLFLOW_PARENT_RUN_ID"
 PARENT_TAG = "mlflow.parentRunId"  # what MLflow (and its UI) nests runs by
 # The UI opens an experiment of this kind on its runs table (MLflow 3 defaults to the GenAI views).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+RUN_FILE = "mlflow_run.json"  # next to an exported model: the training run's id, for evaluation
+TRAINED_IN_TAG = "megl.trained_in_run"  # on an evaluation's own run: the training run it could not find
 
 
 def tracking_uri(root: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve()}/mlflow.db"
+    project = os.environ.get("DVC_ROOT") or root
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(project).resolve()}/mlflow.db"
 
 
 def run_name(dataset: str, backbone: str, variant: str, seed: int) -> str:
@@ -81,18 +93,43 @@ def experiment_id(root: Path, experiment: str) -> str:
     from mlflow.exceptions import MlflowException
 
     client = _client(root)
+    uri = tracking_uri(root)
     found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(
-            experiment, artifact_location=_artifact_location(tracking_uri(root), experiment), tags=EXPERIMENT_KIND
-        )
-    except MlflowException:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            raise
-        return found.experiment_id
+    if found is None:
+        try:
+            return client.create_experiment(experiment, artifact_location=_artifact_location(uri, experiment), tags=EXPERIMENT_KIND)
+        except MlflowException:
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+    _repoint_artifacts(uri, found)
+    return found.experiment_id
+
+
+def _repoint_artifacts(uri: str, experiment) -> None:
+    """Point a SQLite store's experiment at <db folder>/mlruns/<experiment> when it points elsewhere
+    (the database came from another copy of the project): new runs' artifacts then land next to
+    this database, as the README says. MLflow has no API for this, so it is one SQL update of
+    the store's experiments table; runs made before keep their artifact URIs."""
+    expected = _artifact_location(uri, experiment.name)
+    if expected is None or experiment.artifact_location == expected:
+        return
+    with sqlite3.connect(uri.removeprefix("sqlite:///")) as db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (expected, int(experiment.experiment_id)))
+    print(f"mlflow: experiment {experiment.name!r} kept its artifacts in {experiment.artifact_location}; "
+          f"new runs keep them in {expected}", file=sys.stderr)
+
+
+def close_stale_runs(client, experiment_id: str, run_name: str, keep: str | None = None) -> list[str]:
+    """Mark RUNNING runs of this name KILLED: a run killed outright (SIGKILL, power loss) never
+    ended its MLflow run. Returns their ids. `keep` is a run being resumed."""
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.runName` = '{run_name}' and attributes.status = 'RUNNING'",
+    )
+    stale = [r.info.run_id for r in found if r.info.run_id != keep]
+    for run_id in stale:
+        client.set_terminated(run_id, status="KILLED")
+    return stale
 
 
 class NullTracker:
@@ -105,30 +142,53 @@ class NullTracker:
     def log_image(self, image: np.ndarray, name: str) -> None: ...
     def log_table(self, table: dict[str, list], name: str) -> None: ...
     def log_artifacts(self, folder: Path, path: str) -> None: ...
-    def finish(self, ok: bool = True) -> None: ...
+    def finish(self, status: str = "FINISHED") -> None: ...
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.finish(ok=exc_type is None)  # a crashed run shows as FAILED, not FINISHED
+        # Ctrl-C, or SIGTERM turned into SystemExit (megl.run_cli): KILLED; a crash: FAILED
+        stopped = exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, SystemExit))
+        self.finish(status="FINISHED" if exc_type is None else "KILLED" if stopped else "FAILED")
 
 
 class MlflowTracker(NullTracker):
     FLUSH_EVERY = 50  # per-step metrics go in batches: one SQLite transaction per step is slow
 
-    def __init__(self, root: Path, experiment: str, run_name: str, params: dict, tags: dict[str, str]) -> None:
+    def __init__(self, root: Path, experiment: str, run_name: str, params: dict, tags: dict[str, str],
+                 resume_run_id: str | None = None) -> None:
         import mlflow
 
         exp_id = experiment_id(root, experiment)
         self._mlflow = mlflow
         self._client = _client(root)
-        # Nested under the sweep's parent run when a Prefect sweep started this process; MLflow
-        # checks that the parent exists and is still running.
-        self._run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags, parent_run_id=parent_run_id())
+        resume = resume_run_id if resume_run_id and self._exists(resume_run_id) else None
+        close_stale_runs(self._client, exp_id, run_name, keep=resume)
+        flat = _flatten("", params, {})
+        if resume:
+            # the checkpoint's run goes on; a param that changed since is recorded as a tag (MLflow
+            # refuses to change a logged param)
+            self._run = mlflow.start_run(run_id=resume)
+            logged = self._client.get_run(resume).data.params
+            mlflow.log_params({k: v for k, v in flat.items() if k not in logged})
+            mlflow.set_tags({f"resume.{k}": v for k, v in flat.items() if k in logged and logged[k] != v})
+        else:
+            # Nested under the sweep's parent run when a Prefect sweep started this process; MLflow
+            # checks that the parent exists and is still running.
+            self._run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags, parent_run_id=parent_run_id())
+            mlflow.log_params(flat)
         self.run_id = self._run.info.run_id
-        mlflow.log_params(_flatten("", params, {}))
         self._pending: list = []
+
+    def _exists(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._client.get_run(run_id)
+            return True
+        except MlflowException:
+            return False
 
     def log_step(self, step: int, values: dict[str, float]) -> None:
         from mlflow.entities import Metric
@@ -156,38 +216,53 @@ class MlflowTracker(NullTracker):
     def log_artifacts(self, folder: Path, path: str) -> None:
         self._mlflow.log_artifacts(str(folder), artifact_path=path)
 
-    def finish(self, ok: bool = True) -> None:
+    def finish(self, status: str = "FINISHED") -> None:
         self._flush()
-        self._mlflow.end_run(status="FINISHED" if ok else "FAILED")
+        self._mlflow.end_run(status=status)
 
 
-def start_run(enabled: bool, root: Path, experiment: str, run_name: str, params: dict, tags: dict[str, str]):
-    return MlflowTracker(root, experiment, run_name, params, tags) if enabled else NullTracker()
+def start_run(enabled: bool, root: Path, experiment: str, run_name: str, params: dict, tags: dict[str, str],
+              resume_run_id: str | None = None):
+    """A tracker for a training run: MLflow when enabled (continuing `resume_run_id` when it is in
+    the store), else a no-op."""
+    return MlflowTracker(root, experiment, run_name, params, tags, resume_run_id) if enabled else NullTracker()
+
+
+def run_record(run_id: str | None, experiment: str) -> dict:
+    """What training writes next to the model (RUN_FILE) for evaluation to find its run."""
+    return {"run_id": run_id, "experiment": experiment}
 
 
 def log_to_training_run(
-    root: Path, experiment: str, tags: dict[str, str], metrics: dict[str, float], folder: Path, artifact_path: str
-) -> bool:
-    """Append metrics and artifacts to the newest training run with these tags (evaluation after
-    training). Inside a sweep ($MEGL_MLFLOW_PARENT_RUN_ID) only that sweep's children match;
-    outside one, only top-level runs, so a `dvc repro` evaluation never lands in a sweep's child.
-    The run id is not stored in the model: that would make identical runs differ."""
+    root: Path, experiment: str, run_name: str, tags: dict[str, str], trained_in: str | None,
+    metrics: dict[str, float], folder: Path, artifact_path: str,
+) -> tuple[str, bool]:
+    """Append evaluation's metrics and artifacts to the run that trained the model (`trained_in`,
+    read from the model's RUN_FILE). When that run is not in this store (the model was trained with
+    tracking off, or with another store, or came from DVC's cache), the evaluation gets a run of
+    its own with the same name and tags, tagged with the training run's id. Returns (run id,
+    whether it is the training run)."""
     import mlflow
 
     client = _client(root)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return False
-    clauses = [f"tags.`{k}` = '{v}'" for k, v in sorted(tags.items())]
-    parent = parent_run_id()
-    clauses.append(f"tags.`{PARENT_TAG}` = '{parent}'" if parent else f"tags.`{PARENT_TAG}` IS NULL")
-    runs = client.search_runs([found.experiment_id], filter_string=" and ".join(clauses), order_by=["start_time DESC"], max_results=1)
-    if not runs:
-        return False
-    with mlflow.start_run(run_id=runs[0].info.run_id):
+    exp_id = experiment_id(root, experiment)
+    found = False
+    if trained_in:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = client.get_run(trained_in).info.experiment_id == exp_id
+        except MlflowException:
+            found = False
+    if found:
+        run = mlflow.start_run(run_id=trained_in)
+    else:
+        extra = {TRAINED_IN_TAG: trained_in or "unknown (trained with tracking off)"}
+        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags | extra, parent_run_id=parent_run_id())
+    with run:
         mlflow.log_metrics(metrics)
         mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
-    return True
+    return run.info.run_id, found
 
 
 # --- the sweep's parent run (pipeline/flows.py) ------------------------------------------------------

@@ -3,8 +3,10 @@
 Single CPU: `python stages/train.py ...`. Several processes / GPUs, with or without DeepSpeed:
 `accelerate launch --config_file configs/accelerate/<name>.yaml stages/train.py ...`.
 Every epoch ends with a checkpoint (Accelerate `save_state`) so `--resume` continues where a
-killed run stopped and reaches the same final weights; the best epoch by validation accuracy is
-exported as safetensors plus the resolved config.
+killed run stopped and reaches the same final weights. The best epoch by validation accuracy is
+exported (safetensors plus the resolved config) into the checkpoint folder, and the run's outputs
+(model folder, training summary, history) replace the previous run's only when the run has
+finished: a failed or killed run leaves the previous outputs as they were.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from megl.layout import RunKey, run_layout
 from megl.models.backbones import BackboneConfig, build_classifier
 from megl.models.gradcam import explain
 from megl.models.megl import MEGL
-from megl.tracking import run_name, run_tags, start_run
+from megl.tracking import RUN_FILE, run_name, run_record, run_tags, start_run
 from megl.visualize import overlay_grid
 
 StepLogger = Callable[[int, dict[str, float]], None]
@@ -55,8 +57,8 @@ class EpochShuffle(Sampler[int]):
 
 @dataclasses.dataclass
 class RunPaths:
-    model_dir: Path  # exported best model (a DVC output)
-    checkpoint_dir: Path  # per-epoch Accelerate states (not tracked)
+    model_dir: Path  # exported best model (a DVC output), replaced when the run has finished
+    checkpoint_dir: Path  # per-epoch Accelerate states and the best export so far (not tracked)
     metrics_file: Path  # per-epoch history, best epoch (a DVC metric)
     history_file: Path | None = None  # the per-epoch rows alone, for DVC plots
 
@@ -156,27 +158,34 @@ def train(
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     core = accelerator.unwrap_model(model)
+    state = {"epoch": -1, "history": [], "best_epoch": -1, "best_val_accuracy": -1.0, "step": 0,
+             "samples_per_rank": [0] * accelerator.num_processes, "mlflow_run_id": None}
+    latest, best_dir = paths.checkpoint_dir / "latest", paths.checkpoint_dir / "best"
+    resuming = resume and (latest / "progress.json").is_file()
+    if resuming:
+        state |= json.loads((latest / "progress.json").read_text())
     with start_run(
         params.tracking.enabled and accelerator.is_main_process, params.root,
         params.tracking.experiment, run_name(dataset, backbone, variant, cfg.seed),
         {"backbone": dataclasses.asdict(params.backbone(backbone)), "variant": dataclasses.asdict(params.variant(variant)),
-         "train": dataclasses.asdict(cfg), "text_head": params.text_head, "world_size": accelerator.num_processes},
-        run_tags(dataset, backbone, variant, cfg.seed),
+         "train": dataclasses.asdict(cfg), "text_head": params.text_head, "compute": dataclasses.asdict(params.compute),
+         "world_size": accelerator.num_processes},
+        run_tags(dataset, backbone, variant, cfg.seed), resume_run_id=state["mlflow_run_id"],
     ) as tracker:
 
         # --- resume ---------------------------------------------------------------------------------
-        state = {"epoch": -1, "history": [], "best_epoch": -1, "best_val_accuracy": -1.0, "step": 0}
-        latest = paths.checkpoint_dir / "latest"
-        if resume and (latest / "progress.json").is_file():
+        if resuming:
             accelerator.load_state(str(latest))
-            state = json.loads((latest / "progress.json").read_text())
             accelerator.print(f"resumed after epoch {state['epoch']}")
         elif paths.checkpoint_dir.exists() and accelerator.is_main_process:
             shutil.rmtree(paths.checkpoint_dir)  # a fresh run must not mix with an old one's states
+        state["mlflow_run_id"] = tracker.run_id
 
         # --- the loop -------------------------------------------------------------------------------
         model.train()
-        seen = 0  # samples this rank trained on: proves the data is sharded across processes
+        # samples this rank trained on, over the whole run (a resumed run goes on counting): proves
+        # the data is sharded across processes
+        seen = state["samples_per_rank"][accelerator.process_index]
         for epoch in range(state["epoch"] + 1, cfg.epochs):
             # through the prepared loader: Accelerate otherwise sets the sampler's epoch from its own
             # iteration count, which restarts at 0 after a resume and would replay epoch 0's order
@@ -223,20 +232,22 @@ def train(
             if val_accuracy > state["best_val_accuracy"]:
                 state["best_val_accuracy"], state["best_epoch"] = val_accuracy, epoch
                 if accelerator.is_main_process:
-                    export(core, tokenizer, params, dataset, backbone, variant, train_set.classes, epoch, paths.model_dir)
+                    export(core, tokenizer, params, dataset, backbone, variant, train_set.classes, epoch, best_dir)
             state["epoch"] = epoch
+            state["samples_per_rank"] = accelerator.gather(torch.tensor([seen], device=accelerator.device)).tolist()
             save_checkpoint(accelerator, paths.checkpoint_dir, state)
             if max_steps is not None and state["step"] >= max_steps:
                 break
 
-        samples_per_rank = accelerator.gather(torch.tensor([seen], device=accelerator.device)).tolist()
         summary = {
             "dataset": dataset, "backbone": backbone, "variant": variant, "seed": cfg.seed,
             "best_epoch": state["best_epoch"], "best_val_accuracy": round(state["best_val_accuracy"], 6),
             "epochs": len(state["history"]), "steps": state["step"], "history": state["history"],
-            "world_size": accelerator.num_processes, "samples_per_rank": samples_per_rank,
+            "world_size": accelerator.num_processes, "samples_per_rank": state["samples_per_rank"],
         }
         if accelerator.is_main_process:
+            # the run has finished: its outputs replace the previous run's, the model folder first
+            publish(best_dir, paths.model_dir, run_record(tracker.run_id, params.tracking.experiment))
             write_json(paths.metrics_file, summary)
             if paths.history_file is not None:
                 write_json(paths.history_file, state["history"])
@@ -290,6 +301,14 @@ def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict) -> None
         os.replace(tmp, folder / "latest")
         shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def publish(best: Path, model_dir: Path, record: dict) -> None:
+    """The best export, with the MLflow run that trained it (RUN_FILE: evaluation logs there),
+    swapped in for the model folder in one rename."""
+    with atomic_dir(model_dir) as tmp:
+        shutil.copytree(best, tmp, dirs_exist_ok=True)
+        write_json(tmp / RUN_FILE, record)
 
 
 def export(core: MEGL, tokenizer, params: Params, dataset, backbone, variant, classes, epoch, out: Path) -> None:

@@ -1,38 +1,36 @@
 """The extracted dataset as a torch Dataset: image, label, GT map at one CAM grid, one explanation.
 
-Reads the extraction and saliency outputs (manifest, images.npy memory-mapped, saliency/*).
+Reads the extraction and saliency outputs (manifest, images.npy memory-mapped, saliency/*),
+checked by megl.data.extracted (a damaged file stops with a DataError naming it).
 One of a sample's explanations is drawn per epoch from a generator seeded by (seed, epoch,
 row), so the draw does not depend on worker count, batch order or resumption.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Dataset
+
+from megl.data.extracted import Saliency, open_images, read_classes, read_manifest
+from megl.data.records import DataError
 
 
 class ExplanationDataset(Dataset):
     def __init__(self, data_dir: Path, split: str, grid: int, seed: int = 0) -> None:
         data_dir = Path(data_dir)
-        manifest = pd.read_parquet(data_dir / "manifest.parquet")
+        self.classes = read_classes(data_dir)
+        manifest = read_manifest(data_dir, n_classes=len(self.classes))
         self.rows = np.flatnonzero((manifest["split"] == split).to_numpy())
         if len(self.rows) == 0:
-            raise ValueError(f"{data_dir / 'manifest.parquet'}: no samples in split {split!r}")
+            raise DataError(f"{data_dir / 'manifest.parquet'}: no samples in split {split!r}")
         self.manifest = manifest
-        self.classes = json.loads((data_dir / "classes.json").read_text())
-        self.images = np.load(data_dir / "images.npy", mmap_mode="r")
-        saliency = data_dir / "saliency"
-        grids = json.loads((saliency / "meta.json").read_text())["resolutions"]
-        if grid not in grids:
-            raise ValueError(f"{saliency}: no maps at grid {grid} (have {grids}); add it to saliency.grid_sizes")
-        self.index = np.load(saliency / "index.npy")
-        self.maps = np.load(saliency / f"maps_{grid}.npy", mmap_mode="r")
-        self.mean_map = torch.from_numpy(np.load(saliency / f"mean_map_{grid}.npy"))
+        self.images = open_images(data_dir, len(manifest))
+        saliency = Saliency(data_dir, grid, len(manifest))
+        self.index, self.maps = saliency.index, saliency.maps
+        self.mean_map = torch.from_numpy(saliency.mean_map)
         self.grid = grid
         self.seed = seed
         self.epoch = 0

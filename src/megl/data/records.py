@@ -77,4 +77,5 @@ class ReadResult:
 
 
 class DataError(ValueError):
-    """Input that stops extraction: a broken annotation file, or bad input under on_bad_sample=error."""
+    """Input that stops a stage: a broken annotation file, bad input under on_bad_sample=error, or a
+    damaged output of an earlier stage (megl.data.extracted). The message names the file."""

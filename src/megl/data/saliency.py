@@ -14,11 +14,11 @@ import collections
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
 from megl.atomic import atomic_dir, save_npy, write_json
 from megl.config import DatasetConfig, SaliencyConfig
+from megl.data.extracted import open_images, read_manifest
 from megl.data.records import VISUAL_REJECT_REASONS, DataError
 from megl.data.visual_maps import BadMap, aggregate, load_annotator_maps, minmax
 
@@ -40,8 +40,8 @@ def build_saliency(
     out_dir: Path,
     report_path: Path,
 ) -> dict:
-    manifest = pd.read_parquet(data_dir / "manifest.parquet", columns=["sample_id", "split", "has_visual", "visual_path"])
-    image_size = int(np.load(data_dir / "images.npy", mmap_mode="r").shape[1])
+    manifest = read_manifest(data_dir, columns=["sample_id", "split", "has_visual", "visual_path"])
+    image_size = int(open_images(data_dir, len(manifest)).shape[1])
     resolutions = sorted(set(sal.grid_sizes) | {image_size})
 
     index = np.full(len(manifest), -1, dtype=np.int32)

@@ -16,6 +16,8 @@ def classification_metrics(labels: np.ndarray, preds: np.ndarray, classes: list[
         "recall": float(recall),
         "f1": float(f1),
         "test_samples": int(len(labels)),
+        # what always predicting the most frequent test class scores: the tables' chance level
+        "chance_accuracy": float(np.bincount(labels, minlength=len(classes)).max() / len(labels)),
     }
     per_class = f1_score(labels, preds, labels=ids, average=None, zero_division=0)
     f1_rows = [{"class": c, "f1": round(float(v), 6)} for c, v in zip(classes, per_class)]

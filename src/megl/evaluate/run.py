@@ -14,6 +14,7 @@ import base64
 import dataclasses
 import html
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader
 from megl.atomic import atomic_dir, write_json
 from megl.config import EvaluateConfig, Params
 from megl.data.dataset import ExplanationDataset, collate
+from megl.data.extracted import Saliency
 from megl.evaluate.classification import classification_metrics
 from megl.evaluate.efficiency import efficiency_metrics
 from megl.evaluate.faithfulness import faithfulness_metrics
@@ -75,12 +77,9 @@ def predict_test_split(model, test_set: ExplanationDataset, batch_size: int, dev
     return out
 
 
-def gt_maps_at_image_size(data_dir: Path, rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mask of rows with a GT map, their maps at image size)."""
-    index = np.load(data_dir / "saliency" / "index.npy")[rows]
-    maps = np.load(data_dir / "saliency" / f"maps_{size}.npy", mmap_mode="r")
-    has = index >= 0
-    return has, np.asarray(maps[index[has]])
+def gt_maps_at_image_size(data_dir: Path, rows: np.ndarray, size: int, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of rows with a GT map, their maps at image size), checked (megl.data.extracted)."""
+    return Saliency(data_dir, size, n_rows, need_mean=False).maps_for(rows)
 
 
 def evaluate(params: Params, dataset: str, backbone: str, variant: str, paths: EvalPaths) -> dict:
@@ -96,12 +95,12 @@ def evaluate(params: Params, dataset: str, backbone: str, variant: str, paths: E
 
     pred = predict_test_split(model, test_set, params.train.eval_batch_size, device)
     run_fields = {"dataset": dataset, "backbone": backbone, "variant": variant, "seed": params.train.seed}
-    metrics = dict(run_fields)
+    metrics = dict(run_fields) | model_fields(config, len(test_set.classes))
     flat, f1_rows, confusion = classification_metrics(pred["labels"], pred["preds"], test_set.classes)
     metrics |= flat
 
     # visual explanation: predicted-class CAM against the GT map, where one exists
-    has, gt = gt_maps_at_image_size(data_dir, pred["rows"], size)
+    has, gt = gt_maps_at_image_size(data_dir, pred["rows"], size, len(test_set.manifest))
     metrics |= localisation_metrics(torch.from_numpy(pred["cams"][has]), torch.from_numpy(gt), size, cfg.cam_threshold)
 
     # faithfulness on a fixed prefix of the test split (cost grows with steps x samples)
@@ -127,49 +126,51 @@ def evaluate(params: Params, dataset: str, backbone: str, variant: str, paths: E
         refs_lower = {k: [r.lower() for r in v] for k, v in references.items()}
         text = score_explanations(hypotheses, refs_lower, timeout_s=cfg.java_timeout_s, spice=cfg.spice)
         metrics |= {k: v for k, v in text.items() if not k.startswith("seconds_") and k != "jvm_starts"}
-        metrics |= clipscore(model, test_set, pred["generated"], cfg, device)
+        metrics |= clipscore(test_set, pred["generated"], cfg, device)
 
     metrics = _round(metrics)
+    efficiency = efficiency_metrics(model, images[:1], warmup=cfg.efficiency_warmup, iters=cfg.efficiency_iters)
+    # everything is computed: only now do this run's outputs replace the previous run's
     write_json(paths.metrics_file, metrics)
     write_json(paths.per_class_f1_file, f1_rows)
     write_json(paths.confusion_file, confusion)
-    efficiency = efficiency_metrics(model, images[:1], warmup=cfg.efficiency_warmup, iters=cfg.efficiency_iters)
     write_json(paths.efficiency_file, run_fields | efficiency)
     write_results(paths.results_dir, test_set, pred, references, has, gt, cfg.gallery_samples)
     log_to_run(params, dataset, backbone, variant, metrics, efficiency, paths)
     return metrics
 
 
-def clipscore(model, test_set, generated: list[str], cfg: EvaluateConfig, device) -> dict:
-    """CLIPScore (Hessel et al. 2021) with the configured CLIP; named in the metrics."""
+def model_fields(config: dict, num_classes: int) -> dict:
+    """What the tables need to say which model a number comes from (tiny or real weights)."""
+    backbone = config["backbone_params"]
+    fields = {
+        "backbone_profile": backbone["profile"],
+        "backbone_pretrained": backbone.get("pretrained_path") is not None,
+        "num_classes": num_classes,
+    }
+    if config["variant_terms"]["text"]:
+        head = config["text_head"]
+        fields["text_head_profile"] = head.get("profile", "tiny")
+    return fields
+
+
+def clipscore(test_set, generated: list[str], cfg: EvaluateConfig, device) -> dict:
+    """CLIPScore (Hessel et al. 2021) with the CLIP in evaluate.clipscore_clip_path. Without local
+    CLIP weights it cannot be computed for real (no package ships CLIP, nothing is downloaded):
+    `clipscore` is then null and `clipscore_status` says why."""
+    if not cfg.clipscore_clip_path:
+        return {"clipscore": None, "clipscore_status": "unavailable: no local CLIP weights (evaluate.clipscore_clip_path)"}
+    from transformers import CLIPModel, CLIPTokenizerFast
+
     from megl.evaluate.text import clip_scores
 
-    if cfg.clipscore_clip_path:
-        from transformers import CLIPModel, CLIPTokenizerFast
-
-        clip = CLIPModel.from_pretrained(cfg.clipscore_clip_path, local_files_only=True).to(device).eval()
-        tokenizer = CLIPTokenizerFast.from_pretrained(cfg.clipscore_clip_path, local_files_only=True)
-        name = Path(cfg.clipscore_clip_path).name
-    else:
-        # No CLIP weights on this machine: a seeded random tiny CLIP keeps the code path real, but
-        # its scores mean nothing; the metrics say so.
-        from transformers import CLIPConfig, CLIPModel
-
-        tokenizer = model.text_head.tokenizer
-        torch.manual_seed(0)
-        clip = CLIPModel(CLIPConfig(
-            text_config={"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128,
-                         "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 64},
-            vision_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                           "num_attention_heads": 4, "image_size": test_set.images.shape[1], "patch_size": 8},
-            projection_dim=64,
-        )).to(device).eval()
-        name = "random-init tiny CLIP (seed 0): not comparable to the paper"
+    clip = CLIPModel.from_pretrained(cfg.clipscore_clip_path, local_files_only=True).to(device).eval()
+    tokenizer = CLIPTokenizerFast.from_pretrained(cfg.clipscore_clip_path, local_files_only=True)
     pixels = torch.stack([test_set[i]["pixels"] for i in range(len(test_set))])
     scores = []
     for start in range(0, len(pixels), 128):
         scores += clip_scores(clip, tokenizer, pixels[start : start + 128].to(device), generated[start : start + 128])
-    return {"clipscore": float(np.mean(scores)), "clipscore_clip": name}
+    return {"clipscore": float(np.mean(scores)), "clipscore_status": f"ok: {Path(cfg.clipscore_clip_path).name}"}
 
 
 def write_results(out: Path, test_set, pred, references, has, gt, n_gallery: int) -> None:
@@ -213,17 +214,24 @@ def _gallery_html(path: Path, grid: np.ndarray, rows: pd.DataFrame) -> None:
 
 
 def log_to_run(params: Params, dataset, backbone, variant, metrics: dict, efficiency: dict, paths: EvalPaths) -> None:
-    """Add the test metrics and the gallery to the training run of this model, when tracked."""
+    """Add the test metrics and the gallery to the MLflow run that trained this model (its id is in
+    the model folder), or to a run of their own when that run is not in this store."""
     if not params.tracking.enabled:
         return
-    from megl.tracking import log_to_training_run, run_tags
+    from megl.tracking import RUN_FILE, log_to_training_run, run_name, run_tags
 
     numbers = {
         f"test/{k}": float(v) for k, v in (metrics | efficiency).items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"  # seed: a tag
     }
-    tags = run_tags(dataset, backbone, variant, params.train.seed)
-    experiment = params.tracking.experiment
-    if not log_to_training_run(params.root, experiment, tags, numbers, paths.results_dir, "evaluation"):
-        print(f"evaluate: no MLflow training run tagged {tags} in {experiment}; metrics not logged there")
+    record_file = paths.model_dir / RUN_FILE
+    trained_in = json.loads(record_file.read_text()).get("run_id") if record_file.is_file() else None
+    seed = params.train.seed
+    run_id, found = log_to_training_run(
+        params.root, params.tracking.experiment, run_name(dataset, backbone, variant, seed),
+        run_tags(dataset, backbone, variant, seed), trained_in, numbers, paths.results_dir, "evaluation",
+    )
+    if not found:
+        print(f"evaluate: the training run {trained_in or '(none recorded)'} is not in this MLflow store; "
+              f"evaluation logged to a run of its own, {run_id}")
 

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from megl.config import VariantConfig, build_dataclass
+from megl.data.records import DataError
 from megl.models.backbones import BackboneConfig, build_classifier
 from megl.models.megl import MEGL
 
@@ -19,7 +20,14 @@ def load_exported(model_dir: Path) -> tuple[MEGL, dict]:
     config_path = model_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path}: no exported model here (run the train stage first)")
-    config = json.loads(config_path.read_text())
+    try:
+        config = json.loads(config_path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{config_path}: not valid JSON ({exc})") from None
+    keys = ("backbone", "backbone_params", "classes", "grid", "variant_terms", "text_head", "train")
+    missing = [k for k in keys if not isinstance(config, dict) or k not in config]
+    if missing:
+        raise DataError(f"{config_path}: not an exported megl model config (missing {missing})")
     bb = config["backbone_params"]
     classifier = build_classifier(BackboneConfig(config["backbone"], bb["profile"], bb["pretrained_path"]), len(config["classes"]))
     variant = VariantConfig(**config["variant_terms"])
@@ -35,7 +43,11 @@ def load_exported(model_dir: Path) -> tuple[MEGL, dict]:
         classifier, text_head, variant, torch.zeros(grid, grid),
         lambda_visual=0.0, lambda_textual=0.0, cam_mode="detached", cam_eps=config["train"]["cam_eps"],
     )
-    weights = load_file(model_dir / "model.safetensors")
+    weights_path = model_dir / "model.safetensors"
+    try:
+        weights = load_file(weights_path)
+    except Exception as exc:  # safetensors raises its own error type for a damaged header or body
+        raise DataError(f"{weights_path}: cannot be read as safetensors, truncated or corrupt ({exc})") from None
     # paper profiles export only what training changed; their frozen parts come from the local paths
     strict = config["text_head"].get("profile", "tiny") != "paper" or text_head is None
     missing, unexpected = model.load_state_dict(weights, strict=False)

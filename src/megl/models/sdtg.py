@@ -17,7 +17,6 @@ Why some choices:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -27,46 +26,13 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
+from megl.config import TextHeadConfig
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Eager attention everywhere: it is deterministic on CPU/GPU and has a double backward,
 # which the Grad-CAM `create_graph` mode may need when gradients cross this head.
 ATTN = "eager"
-
-
-@dataclasses.dataclass(frozen=True)
-class TextHeadConfig:
-    profile: str = "tiny"  # "tiny": random-init small models; "paper": local checkpoints
-    prefix_grid: int = 2  # prefix = prefix_grid x prefix_grid tokens
-    clip_path: str | None = None  # paper profile only
-    llm_path: str | None = None  # paper profile only
-    vocab_size: int = 512  # tokenizer training size (used by the caller)
-    max_text_tokens: int = 32  # whole sequence, <bos> and <eos> included
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
-    train_embeddings: bool = True
-    # tiny profile sizes (the paper profile takes its sizes from the checkpoints)
-    clip_hidden: int = 64
-    clip_layers: int = 2
-    clip_heads: int = 4
-    clip_image_size: int = 64
-    clip_patch: int = 8
-    llm_hidden: int = 64
-    llm_layers: int = 2
-    llm_heads: int = 4
-    llm_intermediate: int = 128
-
-    def __post_init__(self) -> None:
-        if self.profile not in ("tiny", "paper"):
-            raise ValueError(f"TextHeadConfig.profile must be 'tiny' or 'paper', got {self.profile!r}")
-        if self.prefix_grid < 1:
-            raise ValueError("TextHeadConfig.prefix_grid must be >= 1")
-        if self.max_text_tokens < 2:
-            raise ValueError("TextHeadConfig.max_text_tokens must be >= 2 (room for <bos> and <eos>)")
-        # YAML gives lists; a tuple keeps the frozen config hashable.
-        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
 
 
 def _local_path(cfg: TextHeadConfig, field: str) -> str:
