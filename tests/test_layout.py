@@ -63,13 +63,43 @@ def test_dvc_yaml_uses_the_layout(repo):
     for stage in (train, evaluate):
         assert stage["matrix"]["seed"] == "${grid.seeds}"
         assert "--seed ${item.seed}" in stage["cmd"]
-    assert [_expand(p, key) for p in train["outs"]] == [lay.relative(lay.model_dir)]
+    assert [_expand(p, key) for p in _paths(train["outs"])] == [lay.relative(lay.model_dir)]
     assert [_expand(p, key) for p in _paths(train["metrics"])] == [lay.relative(lay.train_metrics)]
     assert [_expand(p, key) for p in _paths(train["plots"])] == [lay.relative(lay.history)]
     assert lay.relative(lay.model_dir) in [_expand(p, key) for p in evaluate["deps"]]
-    assert [_expand(p, key) for p in evaluate["outs"]] == [lay.relative(lay.results_dir)]
+    assert [_expand(p, key) for p in _paths(evaluate["outs"])] == [lay.relative(lay.results_dir)]
     assert [_expand(p, key) for p in _paths(evaluate["metrics"])] == [lay.relative(lay.test_metrics), lay.relative(lay.efficiency)]
     assert [_expand(p, key) for p in _paths(evaluate["plots"])] == [lay.relative(lay.per_class_f1), lay.relative(lay.confusion)]
+
+
+def _stages(repo) -> dict:
+    return yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+
+
+def _definitions(stage: dict) -> dict:
+    return stage.get("do", stage)  # foreach stages keep their definition under `do`
+
+
+def test_every_stage_waits_for_validation_and_keeps_its_outputs(repo):
+    """validate runs before anything else (every stage depends on its mark), runs whenever any param
+    changes, and every other output is persist: DVC does not delete it before the stage runs."""
+    stages = _stages(repo)
+    assert stages["validate"]["params"] == [{"params.yaml": None}]
+    assert _paths(stages["validate"]["outs"]) == ["data/params.ok"]
+    for name, stage in stages.items():
+        if name == "validate":
+            continue
+        body = _definitions(stage)
+        assert "data/params.ok" in body["deps"], name
+        assert body["cmd"].startswith("sh stages/python.sh stages/"), name
+        for kind in ("outs", "metrics", "plots"):
+            for entry in body.get(kind, []):
+                assert isinstance(entry, dict) and next(iter(entry.values())).get("persist") is True, (name, entry)
+
+
+def test_thread_count_is_a_param_of_every_torch_stage(repo):
+    stages = _stages(repo)
+    assert "compute" in stages["train"]["params"] and "compute" in stages["evaluate"]["params"]
 
 
 def test_train_stage_declares_every_train_param_but_the_seed(repo):

@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
+from megl.config import ConfigError
 from megl.models.sdtg import SDTGHead, TextHeadConfig
 from megl.models.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
@@ -188,10 +189,10 @@ def test_trainable_state_dict_round_trip(tok, tmp_path):
 
 
 def test_paper_profile_missing_path(tok, tmp_path):
+    with pytest.raises(ConfigError, match="text_head.clip_path: the 'paper' profile needs a local checkpoint"):
+        TextHeadConfig(profile="paper")
     with pytest.raises(FileNotFoundError, match="clip_path"):
-        SDTGHead(TextHeadConfig(profile="paper"), FEATURE_DIM, tok)
-    with pytest.raises(FileNotFoundError, match="clip_path"):
-        SDTGHead(TextHeadConfig(profile="paper", clip_path=str(tmp_path / "nope")), FEATURE_DIM, tok)
+        SDTGHead(TextHeadConfig(profile="paper", clip_path=str(tmp_path / "nope"), llm_path=str(tmp_path)), FEATURE_DIM, tok)
 
 
 def test_paper_profile_loads_local_checkpoints(tok, tmp_path):
@@ -210,8 +211,10 @@ def test_paper_profile_loads_local_checkpoints(tok, tmp_path):
     llm.save_pretrained(tmp_path / "llm")
     cfg = TextHeadConfig(profile="paper", clip_path=str(tmp_path / "clip"), llm_path=str(tmp_path / "llm"))
 
+    with pytest.raises(ConfigError, match="llm_path"):
+        TextHeadConfig(profile="paper", clip_path=cfg.clip_path)
     with pytest.raises(FileNotFoundError, match="llm_path"):
-        SDTGHead(TextHeadConfig(profile="paper", clip_path=cfg.clip_path), FEATURE_DIM, tok)
+        SDTGHead(TextHeadConfig(profile="paper", clip_path=cfg.clip_path, llm_path=str(tmp_path / "nope")), FEATURE_DIM, tok)
 
     head = SDTGHead(cfg, FEATURE_DIM, tok)
     assert head.llm.get_input_embeddings().weight.shape == (len(tok), 48)

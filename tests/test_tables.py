@@ -1,5 +1,6 @@
-"""Tables from metrics JSON: paper layout, best bold / second underlined, mean ± std over seeds,
-partial grids, deterministic bytes."""
+"""Tables from metrics JSON: paper layout, best bold / second underlined (never a tie, never a model
+at chance), tiny profiles labelled, unavailable metrics as n/a, differences in Table 4, mean ± std
+over seeds, partial grids, deterministic bytes."""
 
 import json
 import subprocess
@@ -25,11 +26,15 @@ def write_metrics(root, seed=0, shift=0.0):
     for b, base in (("resnet18", 0.70), ("vit_b16", 0.80)):
         for i, v in enumerate(VARIANTS):
             lay = run_layout(root, RunKey("object_me", b, v, seed))
-            m = {"accuracy": base + 0.01 * (4 - i) + shift, "precision": 0.5, "recall": 0.5, "f1": 0.5, "miou": 0.3 + 0.01 * i + shift,
-                 "deletion_auc": 0.2, "insertion_auc": 0.6, "average_drop": 10.0, "increase_in_confidence": 20.0,
-                 "pointing_game": 0.7, "relevance_mass": 0.4}
+            m = {"accuracy": base + 0.01 * (4 - i) + shift, "precision": 0.5, "recall": 0.5 + 0.01 * i, "f1": 0.5 + 0.01 * i,
+                 "miou": 0.3 + 0.01 * i + shift, "deletion_auc": 0.2, "insertion_auc": 0.6, "average_drop": 10.0,
+                 "increase_in_confidence": 20.0, "pointing_game": 0.7, "relevance_mass": 0.4,
+                 "backbone_profile": "tiny", "backbone_pretrained": False, "test_samples": 500, "chance_accuracy": 0.1}
             if v in ("megl", "visual_text", "text"):
-                m |= {"clipscore": 0.6, "bleu_4": 0.3 + 0.01 * i, "meteor": 0.3, "rouge_l": 0.5, "spice": None, "cider": 1.5}
+                m |= {"clipscore": None, "clipscore_status": "unavailable: no local CLIP weights (evaluate.clipscore_clip_path)",
+                      "bleu_4": 0.3 + 0.01 * i, "meteor": 0.3, "rouge_l": 0.5, "spice": None,
+                      "spice_status": "unavailable: Stanford CoreNLP jars missing (x.jar)", "cider": 1.5,
+                      "text_head_profile": "tiny"}
             write_json(lay.test_metrics, m)
             write_json(lay.efficiency, {"parameters_classifier": 11_200_000, "latency_ms": 8.5 + 10 * shift, "fps": 117.4,
                                         "latency_explained_ms": 20.0, "fps_explained": 50.0, "device": "cpu", "dtype": "float32"})
@@ -53,24 +58,29 @@ def test_tables_layout_marks_and_determinism(tmp_path):
     assert "| Object-ME | 4,790 | 4,790 | 402 | 40 |" in t1
     t2 = (tmp_path / "a/table2.md").read_text().splitlines()
     assert t2[1] == "| Backbone | Method | Object-ME Accuracy | Object-ME Precision | Object-ME Recall | Object-ME F1 | Object-ME mIoU |"
-    resnet = [line for line in t2 if line.startswith("| ResNet18")]
+    resnet = [line for line in t2 if line.startswith("| ResNet18 (tiny)")]  # the tiny profile says so
     assert [line.split(" | ")[1] for line in resnet] == ["-", "Visual", "Text", "Visual+Text", "MEGL"]
     assert "**0.7400**" in resnet[-1] and "<u>0.7300</u>" in resnet[-2]  # MEGL best, Visual+Text second (per backbone)
-    assert "**0.8400**" in [line for line in t2 if line.startswith("| ViT-B/16")][-1]
-    assert "±" not in "".join(t2) and "seeds" not in t2[0]  # one seed: plain values, caption as before
+    assert "**0.8400**" in [line for line in t2 if line.startswith("| ViT-B/16 (tiny)")][-1]
+    assert "0.5000 |" in resnet[-1] and "**0.5000**" not in t2[-1]  # precision: a constant column has no marks
+    assert "±" not in "".join(t2) and "One seed per cell: single runs, no spread" in t2[0]
+    assert "(tiny): random-init tiny profile" in t2[0]
     tex = (tmp_path / "a/table2.tex").read_text()
     assert "\\textbf{0.7400}" in tex and "\\underline{0.7300}" in tex and "Seeds" not in tex
     csv = (tmp_path / "a/table2.csv").read_text().splitlines()
-    assert csv[0].endswith("Object-ME mIoU,Object-ME Seeds")
-    assert "ResNet18,MEGL,0.7400,0.5000,0.5000,0.5000,0.3000,1" in csv and "**" not in "".join(csv)
+    assert csv[0].endswith("Object-ME mIoU,Object-ME Seeds,Object-ME Above chance")
+    assert "ResNet18 (tiny),MEGL,0.7400,0.5000,0.5000,0.5000,0.3000,1,yes" in csv and "**" not in "".join(csv)
     t4 = (tmp_path / "a/table4.md").read_text()
-    assert "| Dataset | Backbone | Modules | Accuracy | Performance Change | mIoU | mIoU Change | Seeds |" in t4
-    assert "| Object-ME | ResNet18 | MEGL | 0.7400 | - | 0.3000 | - | 1 |" in t4
-    assert "| Object-ME | ResNet18 | - | 0.7000 | -5.41% | 0.3400 | +13.33% | 1 |" in t4
+    assert "| Dataset | Backbone | Modules | Accuracy | Accuracy - MEGL | mIoU | mIoU - MEGL | Seeds |" in t4
+    assert "| Object-ME | ResNet18 (tiny) | MEGL | 0.7400 | - | 0.3000 | - | 1 |" in t4
+    assert "| Object-ME | ResNet18 (tiny) | - | 0.7000 | -0.0400 | 0.3400 | +0.0400 | 1 |" in t4  # differences, not %
     t3 = (tmp_path / "a/table3.md").read_text()
-    assert "| MEGL | ResNet18 |" in t3 and " - |" in t3  # SPICE unavailable shows as '-'
+    megl3 = next(line for line in t3.splitlines() if line.startswith("| MEGL | ResNet18 (tiny) |"))
+    assert megl3.startswith("| MEGL | ResNet18 (tiny) | n/a | ")  # CLIPScore: no local CLIP, no number
+    assert "CLIPScore n/a: no local CLIP weights." in t3 and "SPICE n/a: Stanford CoreNLP jars missing." in t3
+    assert "tiny random-init text head" in t3 and "**n/a**" not in t3
     t5 = (tmp_path / "a/table5.md").read_text()
-    assert "| MEGL-ResNet18 | Object-ME | 11.20M | 8.50 | 117.40 | 20.00 | 50.00 | cpu float32 |" in t5
+    assert "| MEGL-ResNet18 (tiny) | Object-ME | 11.20M | 8.50 | 117.40 | 20.00 | 50.00 | cpu float32 |" in t5
     assert (tmp_path / "a/table5.csv").read_text().splitlines()[1].endswith(",cpu float32,1")
 
 
@@ -80,9 +90,9 @@ def test_missing_metrics_show_as_dash(tmp_path):
     runs = load_runs(tmp_path, ["object_me"], BACKBONES, VARIANTS, [0])
     assert [lay.key.name for lay in runs.missing] == ["object_me/vit_b16/text/s0"]
     t = {t.name: t for t in build_tables(runs)}
-    assert "| ViT-B/16 | Text | - | - | - | - | - |" in t["table2"].markdown()
-    assert "ViT-B/16,Text,-,-,-,-,-,0" in t["table2"].csv()
-    assert "| Object-ME | ViT-B/16 | Text | - | - | - | - | 0 |" in t["table4"].markdown()
+    assert "| ViT-B/16 (tiny) | Text | - | - | - | - | - |" in t["table2"].markdown()
+    assert "ViT-B/16 (tiny),Text,-,-,-,-,-,0,yes" in t["table2"].csv()
+    assert "| Object-ME | ViT-B/16 (tiny) | Text | - | - | - | - | 0 |" in t["table4"].markdown()
 
 
 def test_two_seeds_mean_and_sample_std(tmp_path):
@@ -91,24 +101,49 @@ def test_two_seeds_mean_and_sample_std(tmp_path):
     t = tables(tmp_path, seeds=(0, 1))
     # ResNet18 MEGL accuracy: seeds 0.74 and 0.80 -> mean 0.77, sample std |0.80 - 0.74| / sqrt(2) = 0.042426
     md2 = t["table2"].markdown()
-    assert "| ResNet18 | MEGL | **0.7700 ± 0.0424** | **0.5000 ± 0.0000** |" in md2
+    assert "| ResNet18 (tiny) | MEGL | **0.7700 ± 0.0424** | 0.5000 ± 0.0000 |" in md2  # a tie for best: no mark
     assert "<u>0.7600 ± 0.0424</u>" in md2  # Visual+Text: (0.73 + 0.79) / 2, second by the mean
     assert "Mean ± sample standard deviation (ddof=1) over 2 seeds." in md2.splitlines()[0]
     assert "\\textbf{0.7700 $\\pm$ 0.0424}" in t["table2"].latex()
-    assert "ResNet18,MEGL,0.7700,0.5000,0.5000,0.5000,0.3300,2" in t["table2"].csv()  # CSV: the mean, and the seed count
-    # Table 4: mean accuracy and mIoU; change of the means: (0.73 - 0.77) / 0.77 = -5.19%, (0.37 - 0.33) / 0.33 = +12.12%
+    assert "ResNet18 (tiny),MEGL,0.7700,0.5000,0.5000,0.5000,0.3300,2,yes" in t["table2"].csv()  # CSV: the mean, the seed count
+    # Table 4: mean accuracy and mIoU; the per-seed differences from MEGL, averaged (seeds move together here)
     md4 = t["table4"].markdown()
-    assert "| Object-ME | ResNet18 | MEGL | 0.7700 ± 0.0424 | - | 0.3300 ± 0.0424 | - | 2 |" in md4
-    assert "| Object-ME | ResNet18 | - | 0.7300 ± 0.0424 | -5.19% | 0.3700 ± 0.0424 | +12.12% | 2 |" in md4
+    assert "| Object-ME | ResNet18 (tiny) | MEGL | 0.7700 ± 0.0424 | - | 0.3300 ± 0.0424 | - | 2 |" in md4
+    assert "| Object-ME | ResNet18 (tiny) | - | 0.7300 ± 0.0424 | -0.0400 ± 0.0000 | 0.3700 ± 0.0424 | +0.0400 ± 0.0000 | 2 |" in md4
     # Table 5: latency 8.5 and 9.1 -> 8.80 ± 0.42
-    assert "| MEGL-ResNet18 | Object-ME | 11.20M | 8.80 ± 0.42 | 117.40 ± 0.00 |" in t["table5"].markdown()
+    assert "| MEGL-ResNet18 (tiny) | Object-ME | 11.20M | 8.80 ± 0.42 | 117.40 ± 0.00 |" in t["table5"].markdown()
     # a cell with one of the two seeds: its own value, no ±, and the caption says the counts differ
     run_layout(tmp_path, RunKey("object_me", "resnet18", "megl", 1)).test_metrics.unlink()
     t = tables(tmp_path, seeds=(0, 1))
     md4 = t["table4"].markdown()
-    assert "| Object-ME | ResNet18 | MEGL | 0.7400 | - | 0.3000 | - | 1 |" in md4
+    assert "| Object-ME | ResNet18 (tiny) | MEGL | 0.7400 | - | 0.3000 | - | 1 |" in md4
+    assert "| Object-ME | ResNet18 (tiny) | - | 0.7300 ± 0.0424 | -0.0400 | 0.3700 ± 0.0424 | +0.0400 | 2 |" in md4  # seed 0 only
     assert "over 1-2 seeds per cell" in md4.splitlines()[0]
-    assert "| ResNet18 | MEGL | 0.7400 | **0.5000** | **0.5000** | **0.5000** | 0.3000 |" in t["table2"].markdown()  # ranked by the means
+
+
+def test_models_at_chance_are_not_ranked_and_ties_get_no_mark(tmp_path):
+    """ViT near chance (accuracy 0.11-0.12 on 500 samples, majority class 0.10): daggers, no marks,
+    although its numbers differ; ResNet's two best accuracies tie at the shown precision: no bold."""
+    write_metrics(tmp_path)
+    for i, v in enumerate(VARIANTS):
+        vit = run_layout(tmp_path, RunKey("object_me", "vit_b16", v, 0)).test_metrics
+        m = json.loads(vit.read_text()) | {"accuracy": 0.11 + 0.0025 * i, "miou": 0.05 + 0.01 * i}
+        vit.write_text(json.dumps(m))
+    for v, acc in (("megl", 0.80002), ("visual_text", 0.79998)):
+        path = run_layout(tmp_path, RunKey("object_me", "resnet18", v, 0)).test_metrics
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"accuracy": acc}))
+    t = tables(tmp_path)
+    md2 = t["table2"].markdown()
+    vit = [line for line in md2.splitlines() if line.startswith("| ViT-B/16 (tiny)")]
+    assert all("†" in line and "**" not in line and "<u>" not in line for line in vit)
+    assert "† not above chance" in md2.splitlines()[0]
+    resnet = [line for line in md2.splitlines() if line.startswith("| ResNet18 (tiny)")]
+    assert "| 0.8000 |" in resnet[-1] and "| 0.8000 |" in resnet[-2] and not any("**0.8" in line for line in resnet)
+    assert "ViT-B/16 (tiny),MEGL,0.1100,0.5000,0.5000,0.5000,0.0500,1,no" in t["table2"].csv()
+    faith = [line for line in t["faithfulness"].markdown().splitlines() if "| ViT-B/16 (tiny) |" in line]
+    assert all("†" in line and "**" not in line for line in faith)
+    md4 = t["table4"].markdown()
+    assert "| Object-ME | ViT-B/16 (tiny) | MEGL | 0.1100 † | - |" in md4
 
 
 def params_file(repo, tmp_path, seeds):
@@ -136,15 +171,15 @@ def test_stage_partial_grid(repo, tmp_path):
     assert lines[:5] == [f"missing: object_me/vit_b16/{v}/s1 (metrics/object_me/vit_b16/{v}/s1/test.json)" for v in VARIANTS]
     assert lines[5].startswith("tables: 15 of 20 runs found, 5 missing -> ")
     md4 = (tmp_path / "metrics/tables/table4.md").read_text()
-    assert "| Object-ME | ResNet18 | MEGL | 0.7700 ± 0.0424 | - | 0.3300 ± 0.0424 | - | 2 |" in md4
-    assert "| Object-ME | ViT-B/16 | MEGL | 0.8400 | - | 0.3000 | - | 1 |" in md4
+    assert "| Object-ME | ResNet18 (tiny) | MEGL | 0.7700 ± 0.0424 | - | 0.3300 ± 0.0424 | - | 2 |" in md4
+    assert "| Object-ME | ViT-B/16 (tiny) | MEGL | 0.8400 | - | 0.3000 | - | 1 |" in md4
     first = {p.name: p.read_bytes() for p in (tmp_path / "metrics/tables").iterdir()}
 
     # overrides narrow the grid: seed 0 only, two variants, into another folder
     out = run_tables(repo, "--params", str(params), "--seeds", "0", "--variants", "megl", "baseline", "--out", str(tmp_path / "t"))
     assert out.returncode == 0 and "missing:" not in out.stdout, out.stdout + out.stderr
     md4 = (tmp_path / "t/table4.md").read_text()
-    assert "| Object-ME | ResNet18 | MEGL | 0.7400 | - | 0.3000 | - | 1 |" in md4 and "Visual+Text" not in md4
+    assert "| Object-ME | ResNet18 (tiny) | MEGL | 0.7400 | - | 0.3000 | - | 1 |" in md4 and "Visual+Text" not in md4
 
     # same inputs, same bytes
     assert run_tables(repo, "--params", str(params)).returncode == 0

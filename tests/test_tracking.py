@@ -64,17 +64,27 @@ def test_sweep_parent_children_and_evaluation(store, monkeypatch, tmp_path):
 
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "gallery.html").write_text("<p>")
-    # inside the sweep, evaluation goes to the sweep's child with the same tags (seed included)
-    assert tracking.log_to_training_run(root, "exp-b", TAGS, {"test/accuracy": 0.5}, tmp_path / "eval", "evaluation")
+    name = tracking.run_name("object_me", "resnet18", "megl", 0)
+    # evaluation goes to the run the model names (its mlflow_run.json), not "the newest with these tags"
+    assert tracking.log_to_training_run(root, "exp-b", name, TAGS, child, {"test/accuracy": 0.5}, tmp_path / "eval",
+                                        "evaluation") == (child, True)
     assert client.get_run(child).data.metrics["test/accuracy"] == 0.5
+    assert client.get_run(child).info.status == "FINISHED"
     assert "test/accuracy" not in client.get_run(other_seed).data.metrics
-    # outside it (dvc repro), to the top-level run, even though the sweep's child is newer
     monkeypatch.delenv(tracking.PARENT_RUN_ENV)
-    assert tracking.log_to_training_run(root, "exp-b", TAGS, {"test/accuracy": 0.25}, tmp_path / "eval", "evaluation")
+    assert tracking.log_to_training_run(root, "exp-b", name, TAGS, top_level, {"test/accuracy": 0.25}, tmp_path / "eval",
+                                        "evaluation") == (top_level, True)
     assert client.get_run(top_level).data.metrics["test/accuracy"] == 0.25
     assert client.get_run(child).data.metrics["test/accuracy"] == 0.5
-    assert not tracking.log_to_training_run(root, "exp-b", {**TAGS, "seed": "7"}, {}, tmp_path / "eval", "evaluation")
-    assert not tracking.log_to_training_run(root, "no-such-experiment", TAGS, {}, tmp_path / "eval", "evaluation")
+    assert {a.path for a in client.list_artifacts(top_level, "evaluation")} == {"evaluation/gallery.html"}
+    # a model whose run is not in this store (tracking was off, another store): a run of its own, saying so
+    for trained_in in ("0123456789abcdef0123456789abcdef", None):
+        run_id, found = tracking.log_to_training_run(root, "exp-b", name, TAGS, trained_in, {"test/accuracy": 0.1},
+                                                     tmp_path / "eval", "evaluation")
+        run = client.get_run(run_id)
+        assert not found and run_id not in (child, top_level) and run.info.run_name == name
+        assert run.data.tags[tracking.TRAINED_IN_TAG].startswith(trained_in or "unknown")
+        assert run.data.metrics["test/accuracy"] == 0.1 and run.info.status == "FINISHED"
 
     (tmp_path / "tables").mkdir()
     (tmp_path / "tables" / "table2.md").write_text("| x |\n")
@@ -86,6 +96,74 @@ def test_sweep_parent_children_and_evaluation(store, monkeypatch, tmp_path):
     assert {a.path for a in client.list_artifacts(parent)} == {"summary.json", "tables"}
     summary = json.loads(open(client.download_artifacts(parent, "summary.json", str(tmp_path))).read())
     assert summary == {"failed": {"a/b/c/s0": "boom"}}
+
+
+def test_killed_runs_end_killed_and_stale_runs_are_closed(store):
+    """Ctrl-C / SIGTERM (SystemExit) end the run KILLED; a run left RUNNING by a hard kill is closed
+    as KILLED by the next run of the same name; a resumed run continues its own run."""
+    root, client = store
+    name = tracking.run_name("object_me", "resnet18", "megl", 5)
+    for stop in (KeyboardInterrupt, SystemExit):
+        with pytest.raises(stop):
+            with tracking.start_run(True, root, "exp-c", name, {"a": 1}, TAGS) as run:
+                raise stop()
+        assert client.get_run(run.run_id).info.status == "KILLED"
+    with pytest.raises(RuntimeError):
+        with tracking.start_run(True, root, "exp-c", name, {"a": 1}, TAGS) as run:
+            raise RuntimeError("a bug")
+    assert client.get_run(run.run_id).info.status == "FAILED"
+
+    # SIGKILL: the run never ends (simulated by a run created and left RUNNING)
+    exp_id = client.get_experiment_by_name("exp-c").experiment_id
+    orphan = client.create_run(exp_id, run_name=name, tags=TAGS).info.run_id
+    other = client.create_run(exp_id, run_name="another/run/name/s0").info.run_id
+    resumed = client.create_run(exp_id, run_name=name, tags=TAGS).info.run_id
+    client.log_param(resumed, "a", "1")
+    with tracking.start_run(True, root, "exp-c", name, {"a": 2, "b": 3}, TAGS, resume_run_id=resumed) as run:
+        run.log_step(1, {"loss": 0.5})
+    assert run.run_id == resumed
+    assert client.get_run(orphan).info.status == "KILLED"  # closed by the resumed run of the same name
+    assert client.get_run(other).info.status == "RUNNING"  # another name: not ours to close
+    data = client.get_run(resumed).data
+    assert client.get_run(resumed).info.status == "FINISHED" and data.params["a"] == "1" and data.params["b"] == "3"
+    assert data.tags["resume.a"] == "2"  # changed since the run began: recorded, not overwritten
+    # a resume id that is not in the store starts a new run
+    with tracking.start_run(True, root, "exp-c", name, {"a": 1}, TAGS, resume_run_id="f" * 32) as run:
+        pass
+    assert run.run_id != "f" * 32 and client.get_run(run.run_id).info.status == "FINISHED"
+
+
+def test_database_from_another_checkout_keeps_artifacts_here(tmp_path, monkeypatch):
+    """An experiment created by another copy of the project points its artifacts there; the next
+    run here repoints it to <this db folder>/mlruns/<experiment>."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv(tracking.PARENT_RUN_ENV, raising=False)
+    old, new = tmp_path / "old", tmp_path / "new"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{old}/mlflow.db")
+    train_run(old, "exp-d")
+    shutil.copytree(old, new, ignore=shutil.ignore_patterns("mlruns"))
+    shutil.rmtree(old)  # the other checkout is gone
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{new}/mlflow.db")
+    run_id = train_run(new, "exp-d")
+    client = MlflowClient(f"sqlite:///{new}/mlflow.db")
+    assert client.get_experiment_by_name("exp-d").artifact_location == (new / "mlruns" / "exp-d").as_uri()
+    assert (new / "mlruns" / "exp-d" / run_id / "artifacts" / "cam_gallery.png").is_file()
+    assert not old.exists()
+
+
+def test_dvc_root_decides_the_default_store(tmp_path, monkeypatch):
+    """DVC sets DVC_ROOT to the project, also in a queued experiment's temporary copy: the runs go to
+    the project's mlflow.db, not to the copy's (deleted afterwards)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert tracking.tracking_uri(tmp_path / "copy") == f"sqlite:///{tmp_path / 'copy'}/mlflow.db"
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "project"))
+    assert tracking.tracking_uri(tmp_path / "copy") == f"sqlite:///{tmp_path / 'project'}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/mlflow.db")
+    assert tracking.tracking_uri(tmp_path / "copy") == "sqlite:////elsewhere/mlflow.db"
 
 
 def test_tracking_off_is_a_no_op(tmp_path):

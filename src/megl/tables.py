@@ -4,20 +4,32 @@ Fixed orders and fixed number formats, so the same metrics always give the same 
 is written as Markdown (best **bold**, second <u>underlined</u>, per backbone, as the paper marks
 them), CSV (plain numbers) and LaTeX (\\textbf / \\underline).
 
-Seeds: every cell of a run table aggregates the seeds found for its (dataset, backbone, variant):
-the mean, shown as `mean ± std` (sample standard deviation, ddof=1) in Markdown and LaTeX when
-more than one seed is present. The CSV keeps the mean alone and adds the number of seeds per cell
-group (a `Seeds` column). Best / second marks compare the means. Runs whose test metrics are
-missing are skipped and listed in `Runs.missing`; the tables show what was found.
+Honest by construction:
+- a row says which model produced it: "ResNet18 (tiny)" for the random-init tiny profile,
+  "(random init)" for the paper architecture without pretrained weights (from test.json);
+- a metric that could not be computed for real (CLIPScore without local CLIP weights, SPICE without
+  CoreNLP) shows `n/a`, and the caption says why; a run that is missing shows `-`;
+- marks are given only where the ranking means something: never to a tie at the shown precision
+  (a constant column has no marks), and never to a model that is not above chance (one-sided
+  binomial test of its test accuracy against the majority-class rate, p >= ALPHA, pooled over
+  seeds): such rows carry a dagger and are left out of every ranking;
+- Table 4 gives changes as differences (not percentages of values that may be near zero); with
+  several seeds the mean ± std of the per-seed differences;
+- every caption states the seed count: with one seed the cells are single runs, with more they
+  are `mean ± std` (sample standard deviation, ddof=1); the CSV keeps the mean and a Seeds column.
+Runs whose test metrics are missing are skipped and listed in `Runs.missing`.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
 import statistics
 from pathlib import Path
+
+from scipy.stats import binomtest
 
 from megl.atomic import write_bytes
 from megl.layout import RunKey, RunLayout, dataset_report, grid_runs, run_layout
@@ -28,6 +40,13 @@ BACKBONE_NAMES = {"resnet18": "ResNet18", "vit_b16": "ViT-B/16"}
 METHOD_ORDER = ["baseline", "visual", "text", "visual_text", "megl"]
 METHOD_NAMES = {"baseline": "-", "visual": "Visual", "text": "Text", "visual_text": "Visual+Text", "megl": "MEGL"}
 PM = "±"
+NA = "n/a"  # computed metric that could not be computed for real (the caption says why)
+DAGGER = "†"  # not above chance: left out of every ranking
+ALPHA = 0.01  # one-sided binomial test of test accuracy against the majority-class rate
+PROFILE_NOTE = {
+    "tiny": "(tiny): random-init tiny profile of the named architecture, trained from scratch, not the paper's model",
+    "random init": "(random init): the paper's architecture without pretrained weights",
+}
 
 
 @dataclasses.dataclass
@@ -37,14 +56,18 @@ class Cell:
     mark: str = ""  # "best" | "second" | ""
     std: float | None = None  # sample std over seeds, when more than one seed gave a value
     seeds: int = 0  # how many seeds the value aggregates (0: not a per-run number)
+    note: str = ""  # shown after the value in Markdown / LaTeX (the chance dagger), not in the CSV
 
     def text(self, spread: bool = True) -> str:
+        """As shown; spread=False (the CSV): the plain value, no ± and no note."""
         if self.value is None:
             return "-"
         if not isinstance(self.value, (int, float)):
-            return str(self.value)
+            return f"{self.value} {self.note}" if spread and self.note else str(self.value)
         t = self.fmt.format(self.value)
-        return f"{t} {PM} {self.fmt.format(self.std)}" if spread and self.std is not None else t
+        if spread and self.std is not None:
+            t = f"{t} {PM} {self.fmt.replace('+', '').format(self.std)}"
+        return f"{t} {self.note}" if spread and self.note else t
 
 
 @dataclasses.dataclass
@@ -96,16 +119,25 @@ class Table:
         return "\n".join(lines) + "\n"
 
 
-def mark_best(rows: list[list[Cell]], columns, higher_is_better: dict[int, bool] | None = None) -> None:
-    """Bold the best and underline the second best value (the mean) of each column among `rows`."""
+def mark_best(rows: list[list[Cell]], columns, higher_is_better: dict[int, bool] | None = None,
+              ranked: list[bool] | None = None) -> None:
+    """Bold the best and underline the second best value (the mean) of each column among the
+    `ranked` rows (default: all), comparing values as shown. A value shared by several rows is
+    no mark at all: a tie for best marks nothing in that column, a tie for second no second."""
+    ranked = [True] * len(rows) if ranked is None else ranked
     for col in columns:
         higher = True if higher_is_better is None else higher_is_better.get(col, True)
-        values = sorted({c.value for r in rows if isinstance((c := r[col]).value, (int, float))}, reverse=higher)
-        for r in rows:
-            if values and r[col].value == values[0]:
-                r[col].mark = "best"
-            elif len(values) > 1 and r[col].value == values[1]:
-                r[col].mark = "second"
+        cells = [r[col] for r, ok in zip(rows, ranked) if ok and _number(r[col].value)]
+        shown = collections.Counter(c.fmt.format(c.value) for c in cells)
+        order = sorted(shown, key=lambda t: next(c.value for c in cells if c.fmt.format(c.value) == t), reverse=higher)
+        if not order or shown[order[0]] > 1:  # nothing ranked, or a tie for best (a constant column)
+            continue
+        for c in cells:
+            t = c.fmt.format(c.value)
+            if t == order[0]:
+                c.mark = "best"
+            elif len(order) > 1 and t == order[1] and shown[t] == 1:
+                c.mark = "second"
 
 
 def _load(path: Path) -> dict | None:
@@ -117,10 +149,11 @@ def _number(v) -> bool:
 
 
 def aggregate(values: list, fmt: str = "{:.4f}") -> Cell:
-    """Mean of the numeric values (one per seed), with the sample std (ddof=1) when there are two or more."""
+    """Mean of the numeric values (one per seed), with the sample std (ddof=1) when there are two or
+    more; `n/a` when runs were found but none has a number (a metric that could not be computed)."""
     nums = [float(v) for v in values if _number(v)]
     if not nums:
-        return Cell(None, fmt)
+        return Cell(NA if values else None, fmt)
     # rounded far below any printed digit: equal means compare equal (best / second ties) whatever the sum order
     mean = round(math.fsum(nums) / len(nums), 12)
     return Cell(mean, fmt, std=round(statistics.stdev(nums), 12) if len(nums) > 1 else None, seeds=len(nums))
@@ -150,6 +183,40 @@ class Runs:
     def count(self, d: str, b: str, v: str) -> Cell:
         return Cell(len(self.found(d, b, v)), "{:d}")
 
+    def above_chance(self, d: str, b: str, v: str) -> bool:
+        """Whether the cell's test accuracy, pooled over its seeds, is above the majority-class rate
+        (one-sided binomial test, p < ALPHA). Metrics without the counts are taken as above."""
+        found = [m for m in self.found(d, b, v) if {"accuracy", "test_samples", "chance_accuracy"} <= m.keys()]
+        if not found:
+            return True
+        n = sum(int(m["test_samples"]) for m in found)
+        k = sum(round(float(m["accuracy"]) * int(m["test_samples"])) for m in found)
+        chance = max(float(m["chance_accuracy"]) for m in found)
+        return binomtest(k, n, chance, alternative="greater").pvalue < ALPHA
+
+    def profile(self, b: str) -> str:
+        """The backbone's weights as the runs' test metrics record them: "tiny", "random init",
+        "pretrained", or "" when the metrics do not say."""
+        seen = set()
+        for d in self.datasets:
+            for v in self.variants:
+                for m in self.found(d, b, v):
+                    if m.get("backbone_profile") == "tiny":
+                        seen.add("tiny")
+                    elif "backbone_profile" in m:
+                        seen.add("pretrained" if m.get("backbone_pretrained") else "random init")
+        return " + ".join(sorted(seen))
+
+    def backbone(self, b: str) -> str:
+        """The backbone's row label, with its profile unless it is the real, pretrained model."""
+        name, profile = BACKBONE_NAMES.get(b, b), self.profile(b)
+        return f"{name} ({profile})" if profile and profile != "pretrained" else name
+
+    def profile_note(self) -> str:
+        """Caption sentence for the profiles the rows carry."""
+        notes = [PROFILE_NOTE[p] for p in PROFILE_NOTE if any(p in self.profile(b).split(" + ") for b in self.backbones)]
+        return (" " + "; ".join(notes) + ".") if notes else ""
+
 
 def load_runs(root: str | Path, datasets, backbones, variants, seeds) -> Runs:
     """Read every run's test (and efficiency) metrics under `root` (the project root)."""
@@ -168,12 +235,26 @@ def load_runs(root: str | Path, datasets, backbones, variants, seeds) -> Runs:
 
 
 def seeds_note(rows: list[list[Cell]]) -> str:
-    """Caption sentence on the seed aggregation, only when some cell aggregates several seeds."""
+    """Caption sentence on the seed count: single runs (no spread), or mean ± std over n seeds."""
     counts = sorted({c.seeds for row in rows for c in row if c.seeds})
-    if not counts or counts[-1] < 2:
+    if not counts:
         return ""
+    if counts[-1] < 2:
+        return " One seed per cell: single runs, no spread; differences within a few points are noise."
     over = f"{counts[0]} seeds" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} seeds per cell (see the CSV's Seeds columns)"
     return f" Mean {PM} sample standard deviation (ddof=1) over {over}."
+
+
+def chance_note(rows: list[list[Cell]]) -> str:
+    if not any(c.note == DAGGER for row in rows for c in row):
+        return ""
+    return (f" {DAGGER} not above chance (test accuracy against the majority-class rate, one-sided binomial "
+            f"test pooled over seeds, p >= {ALPHA}): left out of the ranking.")
+
+
+def _at_chance(cell: Cell) -> Cell:
+    cell.note = DAGGER
+    return cell
 
 
 def table1(runs: Runs) -> Table:
@@ -186,28 +267,44 @@ def table1(runs: Runs) -> Table:
     return Table("table1", "Table 1. Dataset statistics.", ["Dataset", "Total Samples", "Textual Exp.", "Visual Exp.", "# Classes"], rows)
 
 
+def _variants(runs: Runs, among=None) -> list[str]:
+    return [m for m in METHOD_ORDER if m in runs.variants and (among is None or m in among)]
+
+
 def table2(runs: Runs) -> Table:
     keys = ["accuracy", "precision", "recall", "f1", "miou"]
     header = ["Backbone", "Method"]
     for d in runs.datasets:
         header += [f"{DATASET_NAMES.get(d, d)} {k}" for k in ("Accuracy", "Precision", "Recall", "F1", "mIoU")]
-        header.append(f"{DATASET_NAMES.get(d, d)} Seeds")
-    seed_cols = frozenset(i for i, h in enumerate(header) if h.endswith(" Seeds"))
+        header += [f"{DATASET_NAMES.get(d, d)} Seeds", f"{DATASET_NAMES.get(d, d)} Above chance"]
+    csv_only = frozenset(i for i, h in enumerate(header) if h.endswith((" Seeds", " Above chance")))
     rows = []
     for b in runs.backbones:
-        group = []
-        for v in [m for m in METHOD_ORDER if m in runs.variants]:
-            row = [Cell(BACKBONE_NAMES.get(b, b)), Cell(METHOD_NAMES[v])]
-            for d in runs.datasets:
-                row += [runs.cell(d, b, v, k) for k in keys] + [runs.count(d, b, v)]
-            group.append(row)
-        mark_best(group, [i for i in range(2, len(header)) if i not in seed_cols])
+        group = [[Cell(runs.backbone(b)), Cell(METHOD_NAMES[v])] for v in _variants(runs)]
+        for j, d in enumerate(runs.datasets):
+            first = 2 + j * (len(keys) + 2)
+            ranked = [runs.above_chance(d, b, v) for v in _variants(runs)]
+            for row, v, ok in zip(group, _variants(runs), ranked):
+                cells = [runs.cell(d, b, v, k) for k in keys]
+                row += [cells[0] if ok or cells[0].value is None else _at_chance(cells[0]), *cells[1:],
+                        runs.count(d, b, v), Cell("yes" if ok else "no")]
+            mark_best(group, range(first, first + len(keys)), ranked=ranked)
         rows += group
-    caption = "Table 2. Classification and visual explainability (test split, macro averages, mIoU of the predicted-class CAM)."
-    return Table("table2", caption + seeds_note(rows), header, rows, seed_cols)
+    caption = ("Table 2. Classification and visual explainability (test split, macro averages, mIoU of the "
+               "predicted-class CAM).")
+    return Table("table2", caption + runs.profile_note() + seeds_note(rows) + chance_note(rows), header, rows, csv_only)
 
 
 TEXT_KEYS = [("clipscore", "CLIPScore"), ("bleu_4", "B4"), ("meteor", "M"), ("rouge_l", "R"), ("spice", "S"), ("cider", "C")]
+TEXT_HEAD_NOTE = {"tiny": "the tiny random-init text head (a 2-layer Llama and CLIP from config, not Vicuna / CLIP-ViT-L)"}
+
+
+def _status_note(runs: Runs, key: str, name: str) -> str:
+    """Why a text metric shows n/a, as evaluation recorded it (without the parenthesised details)."""
+    reasons = sorted({m[key].removeprefix("unavailable: ").split(" (")[0] for d in runs.datasets for b in runs.backbones
+                      for v in runs.variants for m in runs.found(d, b, v)
+                      if isinstance(m.get(key), str) and m[key].startswith("unavailable")})
+    return f" {name} n/a: {'; '.join(reasons)}." if reasons else ""
 
 
 def table3(runs: Runs) -> Table:
@@ -215,46 +312,51 @@ def table3(runs: Runs) -> Table:
     for d in runs.datasets:
         header += [f"{DATASET_NAMES.get(d, d)} {n}" for _, n in TEXT_KEYS] + [f"{DATASET_NAMES.get(d, d)} Seeds"]
     seed_cols = frozenset(i for i, h in enumerate(header) if h.endswith(" Seeds"))
-    rows, clips, spice = [], set(), set()
+    rows, heads = [], set()
     for b in runs.backbones:
-        for v in [m for m in METHOD_ORDER if m in runs.variants and m in ("text", "visual_text", "megl")]:
-            row = [Cell(f"{METHOD_NAMES[v]}"), Cell(BACKBONE_NAMES.get(b, b))]
+        for v in _variants(runs, ("text", "visual_text", "megl")):
+            row = [Cell(METHOD_NAMES[v]), Cell(runs.backbone(b))]
             for d in runs.datasets:
                 row += [runs.cell(d, b, v, k) for k, _ in TEXT_KEYS] + [runs.count(d, b, v)]
-                for m in runs.found(d, b, v):
-                    clips |= {m["clipscore_clip"]} if "clipscore_clip" in m else set()
-                    spice |= {m["spice_status"].split(":")[0]} if "spice_status" in m else set()
+                heads |= {m["text_head_profile"] for m in runs.found(d, b, v) if "text_head_profile" in m}
             rows.append(row)
     mark_best(rows, [i for i in range(2, len(header)) if i not in seed_cols])
     caption = "Table 3. Textual explanation quality (B4, M, R, S, C: BLEU-4, METEOR, ROUGE-L, SPICE, CIDEr)."
-    if clips:  # which CLIP scored CLIPScore decides whether the column means anything
-        caption += f" CLIPScore computed with: {'; '.join(sorted(clips))}."
-    if "unavailable" in spice:
-        caption += " SPICE unavailable (no CoreNLP jars; see spice_status in the metrics)."
-    return Table("table3", caption + seeds_note(rows), header, rows, seed_cols)
+    if heads & TEXT_HEAD_NOTE.keys():
+        caption += f" Explanations from {'; '.join(TEXT_HEAD_NOTE[h] for h in sorted(heads & TEXT_HEAD_NOTE.keys()))}."
+    caption += _status_note(runs, "clipscore_status", "CLIPScore") + _status_note(runs, "spice_status", "SPICE")
+    return Table("table3", caption + runs.profile_note() + seeds_note(rows), header, rows, seed_cols)
 
 
-def _change(value: Cell, ref: Cell) -> Cell:
-    if value.value is None or not ref.value:
-        return Cell(None)
-    return Cell(f"{100 * (value.value - ref.value) / ref.value:+.2f}%")
+def _difference(runs: Runs, d: str, b: str, v: str, metric: str) -> Cell:
+    """v's value minus MEGL's: per seed both have, then mean (± std of the paired differences)."""
+    diffs = []
+    for s in runs.seeds:
+        own, ref = runs.test.get(RunKey(d, b, v, s), {}), runs.test.get(RunKey(d, b, "megl", s), {})
+        if _number(own.get(metric)) and _number(ref.get(metric)):
+            diffs.append(float(own[metric]) - float(ref[metric]))
+    cell = aggregate(diffs, "{:+.4f}")
+    return cell if diffs else Cell(None)
 
 
 def table4(runs: Runs) -> Table:
-    """Ablation (the paper's Table 4, with mIoU next to accuracy): every variant against MEGL."""
-    header = ["Dataset", "Backbone", "Modules", "Accuracy", "Performance Change", "mIoU", "mIoU Change", "Seeds"]
+    """Ablation (the paper's Table 4, with mIoU next to accuracy): every variant against MEGL, as
+    differences (a percentage of a near-zero value says nothing)."""
+    header = ["Dataset", "Backbone", "Modules", "Accuracy", "Accuracy - MEGL", "mIoU", "mIoU - MEGL", "Seeds"]
     rows = []
     for d in runs.datasets:
         for b in runs.backbones:
-            ref_acc, ref_miou = runs.cell(d, b, "megl", "accuracy"), runs.cell(d, b, "megl", "miou")
-            for v in [m for m in reversed(METHOD_ORDER) if m in runs.variants]:
+            for v in reversed(_variants(runs)):
                 acc, miou = runs.cell(d, b, v, "accuracy"), runs.cell(d, b, v, "miou")
+                if acc.value is not None and not runs.above_chance(d, b, v):
+                    _at_chance(acc)
                 own = v == "megl"
-                rows.append([Cell(DATASET_NAMES.get(d, d)), Cell(BACKBONE_NAMES.get(b, b)), Cell(METHOD_NAMES[v]),
-                             acc, Cell(None) if own else _change(acc, ref_acc),
-                             miou, Cell(None) if own else _change(miou, ref_miou), runs.count(d, b, v)])
-    caption = "Table 4. Ablation: test accuracy and mIoU, and their change relative to MEGL (of the means)."
-    return Table("table4", caption + seeds_note(rows), header, rows)
+                rows.append([Cell(DATASET_NAMES.get(d, d)), Cell(runs.backbone(b)), Cell(METHOD_NAMES[v]),
+                             acc, Cell(None) if own else _difference(runs, d, b, v, "accuracy"),
+                             miou, Cell(None) if own else _difference(runs, d, b, v, "miou"), runs.count(d, b, v)])
+    caption = ("Table 4. Ablation: test accuracy and mIoU, and their difference from MEGL's (per seed, then "
+               "averaged; absolute, not relative).")
+    return Table("table4", caption + runs.profile_note() + seeds_note(rows) + chance_note(rows), header, rows)
 
 
 def table5(runs: Runs) -> Table:
@@ -266,14 +368,14 @@ def table5(runs: Runs) -> Table:
             params = runs.cell(d, b, "megl", "parameters_classifier", efficiency=True).value
             devices = sorted({f"{e['device']} {e['dtype']}" for e in found if "device" in e and "dtype" in e})
             rows.append([
-                Cell(f"MEGL-{BACKBONE_NAMES.get(b, b)}"), Cell(DATASET_NAMES.get(d, d)),
-                Cell(f"{params / 1e6:.2f}M" if params else None),
+                Cell(f"MEGL-{runs.backbone(b)}"), Cell(DATASET_NAMES.get(d, d)),
+                Cell(f"{params / 1e6:.2f}M" if _number(params) else None),
                 *(runs.cell(d, b, "megl", k, "{:.2f}", efficiency=True)
                   for k in ("latency_ms", "fps", "latency_explained_ms", "fps_explained")),
                 Cell("; ".join(devices) if devices else None), Cell(len(found), "{:d}"),
             ])
     caption = "Table 5. Efficiency at batch size 1 (classification only, as the paper; and with CAM + explanation)."
-    return Table("table5", caption + seeds_note(rows), header, rows, frozenset({len(header) - 1}))
+    return Table("table5", caption + runs.profile_note() + seeds_note(rows), header, rows, frozenset({len(header) - 1}))
 
 
 FAITH_KEYS = [("deletion_auc", "Deletion AUC", False), ("insertion_auc", "Insertion AUC", True),
@@ -286,14 +388,16 @@ def table_faithfulness(runs: Runs) -> Table:
     rows = []
     for d in runs.datasets:
         for b in runs.backbones:
-            group = []
-            for v in [m for m in METHOD_ORDER if m in runs.variants]:
-                group.append([Cell(DATASET_NAMES.get(d, d)), Cell(BACKBONE_NAMES.get(b, b)), Cell(METHOD_NAMES[v])]
-                             + [runs.cell(d, b, v, k) for k, _, _ in FAITH_KEYS] + [runs.count(d, b, v)])
-            mark_best(group, range(3, 3 + len(FAITH_KEYS)), {3 + i: hi for i, (_, _, hi) in enumerate(FAITH_KEYS)})
+            ranked = [runs.above_chance(d, b, v) for v in _variants(runs)]
+            group = [[Cell(DATASET_NAMES.get(d, d)), Cell(runs.backbone(b)),
+                      Cell(METHOD_NAMES[v], note="" if ok else DAGGER)]
+                     + [runs.cell(d, b, v, k) for k, _, _ in FAITH_KEYS] + [runs.count(d, b, v)]
+                     for v, ok in zip(_variants(runs), ranked)]
+            mark_best(group, range(3, 3 + len(FAITH_KEYS)), {3 + i: hi for i, (_, _, hi) in enumerate(FAITH_KEYS)}, ranked)
             rows += group
     caption = "Faithfulness (RISE deletion/insertion, Grad-CAM++ average drop / increase in confidence) and localisation extras."
-    return Table("faithfulness", caption + seeds_note(rows), header, rows, frozenset({len(header) - 1}))
+    return Table("faithfulness", caption + runs.profile_note() + seeds_note(rows) + chance_note(rows), header, rows,
+                 frozenset({len(header) - 1}))
 
 
 def build_tables(runs: Runs) -> list[Table]:

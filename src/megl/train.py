@@ -272,12 +272,14 @@ def gallery(core: MEGL, val_set: ExplanationDataset, n: int, device) -> tuple[np
     core.eval()
     logits, cam, features = explain(core.classifier, pixels)
     images = (pixels.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    labels = [val_set.classes[it["label"]] for it in items]
+    predicted = [val_set.classes[int(c)] for c in logits.argmax(1)]
     image = overlay_grid(images, cam.cpu().numpy(), np.stack([it["gt_map"].numpy() for it in items]),
-                         np.array([it["has_map"] for it in items]))
+                         np.array([it["has_map"] for it in items]), labels, predicted)
     table = {
         "sample": [val_set.manifest["sample_id"].iat[it["row"]] for it in items],
-        "label": [val_set.classes[it["label"]] for it in items],
-        "predicted": [val_set.classes[int(c)] for c in logits.argmax(1)],
+        "label": labels,
+        "predicted": predicted,
         "references": [" | ".join(val_set.explanations(i)) for i in picks],
     }
     if core.text_head is not None:

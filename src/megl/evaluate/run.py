@@ -191,7 +191,9 @@ def write_results(out: Path, test_set, pred, references, has, gt, n_gallery: int
         if pick:
             gt_by_row = dict(zip(np.flatnonzero(has), gt))
             gt_grid = np.stack([np.asarray(Image.fromarray(gt_by_row[i]).resize(pred["cams"].shape[1:][::-1], Image.Resampling.BOX)) for i in pick])
-            grid = overlay_grid(images, pred["cams"][pick], gt_grid, np.ones(len(pick), bool))
+            shown = frame.iloc[pick]
+            grid = overlay_grid(images, pred["cams"][pick], gt_grid, np.ones(len(pick), bool),
+                                list(shown["label"]), list(shown["predicted"]))
             Image.fromarray(grid).save(tmp / "gallery.png")
             _gallery_html(tmp / "gallery.html", grid, frame.iloc[pick])
 
@@ -207,7 +209,8 @@ def _gallery_html(path: Path, grid: np.ndarray, rows: pd.DataFrame) -> None:
     )
     path.write_text(
         "<!doctype html><meta charset=utf-8><title>megl gallery</title>"
-        "<p>Rows: image | predicted-class CAM | ground-truth map</p>"
+        "<p>One row per test sample with a ground-truth map; columns: the image, the CAM of the predicted "
+        "class, the ground-truth map (red: salient). The table below lists the same samples in the same order.</p>"
         f"<img src='data:image/png;base64,{img}'><table border=1><tr><th>sample</th><th>label</th>"
         f"<th>predicted</th><th>generated</th><th>references</th></tr>{items}</table>\n"
     )
