@@ -19,6 +19,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser, seed_help="the run's training seed")
     args = parser.parse_args()
+    from megl.data.records import DataError
     from megl.evaluate.run import EvalPaths, evaluate
 
     params, key = resolve_run(args, "evaluate")
@@ -30,7 +31,7 @@ def main() -> None:
             sys.exit(f"evaluate: {layout.relative(config_file)} was trained with seed {trained_seed}, not {key.seed}")
     try:
         metrics = evaluate(params, key.dataset, key.backbone, key.variant, EvalPaths.for_run(params.root, key))
-    except (FileNotFoundError, TimeoutError) as exc:
+    except (FileNotFoundError, TimeoutError, DataError) as exc:
         sys.exit(f"evaluate: {exc}")
     print(json.dumps(metrics))
 

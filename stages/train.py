@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from megl.config import ConfigError
+from megl.data.records import DataError
 from megl.run_cli import add_run_arguments, resolve_run
 from megl.train import RunPaths, train
 
@@ -24,7 +25,7 @@ def main() -> None:
     try:
         train(params, key.dataset, key.backbone, key.variant, RunPaths.for_run(params.root, key),
               resume=args.resume, max_steps=args.max_steps)
-    except (ConfigError, FloatingPointError) as exc:
+    except (ConfigError, DataError, FloatingPointError) as exc:
         sys.exit(f"train: {exc}")
 
 

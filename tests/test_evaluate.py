@@ -32,13 +32,16 @@ def test_megl_model_gets_every_metric_deterministically(trained):
     first = paths.metrics_file.read_bytes()
     for key in ("accuracy", "precision", "recall", "f1", "miou", "pointing_game", "relevance_mass",
                 "deletion_auc", "insertion_auc", "average_drop", "increase_in_confidence",
-                "bleu_1", "bleu_4", "meteor", "rouge_l", "cider", "clipscore"):
+                "bleu_1", "bleu_4", "meteor", "rouge_l", "cider", "chance_accuracy"):
         assert isinstance(metrics[key], float), key
     assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["miou"] <= 1 and metrics["seed"] == 0
     assert metrics["test_samples"] == len(pd.read_parquet(trained.root / "data/object_me/manifest.parquet").query("split == 'test'"))
     assert metrics["localisation_samples"] > 0 and metrics["faithfulness_samples"] > 0
     assert metrics["spice_status"] == "ok" or metrics["spice_status"].startswith("unavailable")
-    assert "not comparable" in metrics["clipscore_clip"]  # no CLIP weights here, and the metrics say so
+    # no CLIP weights here: no number from a random CLIP, and the metrics say why
+    assert metrics["clipscore"] is None and metrics["clipscore_status"].startswith("unavailable: no local CLIP weights")
+    assert metrics["backbone_profile"] == "tiny" and metrics["backbone_pretrained"] is False
+    assert metrics["text_head_profile"] == "tiny" and metrics["num_classes"] == 4
 
     evaluate(trained, "object_me", "resnet18", "megl", paths)
     assert paths.metrics_file.read_bytes() == first  # same model, same bytes
@@ -54,6 +57,40 @@ def test_megl_model_gets_every_metric_deterministically(trained):
     f1_rows = json.loads(paths.per_class_f1_file.read_text())
     assert [r["class"] for r in f1_rows] == json.loads((trained.root / "data/object_me/classes.json").read_text())
     assert len(json.loads(paths.confusion_file.read_text())) == metrics["test_samples"]
+
+
+def test_clipscore_with_a_local_clip_folder(trained, tmp_path):
+    """The real CLIPScore path: CLIPModel and CLIPTokenizerFast from a local folder (here a tiny
+    random CLIP saved by the test; a user points evaluate.clipscore_clip_path at CLIP ViT-B/32)."""
+    import dataclasses
+
+    import torch
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    from megl.data.dataset import ExplanationDataset
+    from megl.evaluate.run import clipscore
+
+    words = ["a", "photo", "depicts", "red", "circle", "in", "the", "centre"]
+    (tmp_path / "vocab.json").write_text(json.dumps(
+        {"<|startoftext|>": 0, "<|endoftext|>": 1} | {f"{w}</w>": i + 2 for i, w in enumerate(words)}))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    folder = tmp_path / "clip-tiny"
+    CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(
+        text_config={"vocab_size": 10, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "max_position_embeddings": 32},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )).save_pretrained(folder)
+    cfg = dataclasses.replace(trained.evaluate, clipscore_clip_path=str(folder))
+    test_set = ExplanationDataset(trained.root / "data/object_me", "test", 8)
+    texts = ["a red circle in the centre"] * len(test_set)
+    scores = clipscore(test_set, texts, cfg, torch.device("cpu"))
+    assert isinstance(scores["clipscore"], float) and 0 <= scores["clipscore"] <= 2.5
+    assert scores["clipscore_status"] == "ok: clip-tiny"
+    assert clipscore(test_set, texts, cfg, torch.device("cpu")) == scores  # deterministic
 
 
 def test_model_without_text_head_has_no_text_metrics(trained):
