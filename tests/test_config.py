@@ -3,7 +3,7 @@ import textwrap
 import pytest
 import yaml
 
-from megl.config import ConfigError, load_params
+from megl.config import ConfigError, check_pipeline, load_params
 
 
 def write(tmp_path, text):
@@ -46,6 +46,15 @@ def test_repository_params_load(repo):
         (lambda p: p["grid"].update(seeds=[0, "one"]), "grid.seeds[1]: expected an integer, got 'one'"),
         (lambda p: p["grid"].update(seeds=1), "grid.seeds: expected a list, got int"),
         (lambda p: p["grid"].pop("seeds"), "grid.seeds: missing required key"),
+        (lambda p: p["train"].update(lr=float("inf")), "train.lr: must be a finite number, got inf"),
+        (lambda p: p["train"].update(lr=-0.1), "train.lr: must be > 0"),
+        (lambda p: p["compute"].update(threads=0), "compute.threads: must be >= 1, got 0"),
+        (lambda p: p.pop("compute"), "compute: missing required key"),
+        (lambda p: p["text_head"].update(not_a_key=1), "text_head: unknown key(s) ['not_a_key']"),
+        (lambda p: p["text_head"].update(profile="huge"), "text_head.profile: expected one of ['tiny', 'paper']"),
+        (lambda p: p["text_head"].update(profile="paper"), "text_head.clip_path: the 'paper' profile needs a local checkpoint"),
+        (lambda p: p["text_head"].update(max_text_tokens=1), "text_head.max_text_tokens: must be >= 2"),
+        (lambda p: p["backbones"]["resnet18"].update(grid=7), "backbones.resnet18.grid: 7 is not in saliency.grid_sizes"),
     ],
 )
 def test_bad_params_name_the_key(repo, tmp_path, mutate, message):
@@ -63,3 +72,60 @@ def test_unparsable_yaml_names_the_file(tmp_path):
     path = write(tmp_path, "split: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(path)
+
+
+def test_params_read_as_dvc_writes_them(repo, tmp_path):
+    """`dvc exp run -S` rewrites params.yaml in YAML 1.2 style: `- yes` / `- no` unquoted, `on`,
+    exponents without a dot. Read as DVC reads it, these are strings and numbers, not booleans."""
+    text = (repo / "params.yaml").read_text()
+    text = text.replace('exclude_answers: ["yes", "no"]', "exclude_answers:\n      - yes\n      - no\n      - on")
+    text = text.replace("lr: 1.0e-3", "lr: 1e-3")
+    assert "- yes" in text and "lr: 1e-3" in text
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    params = load_params(path)
+    assert params.dataset("object_me").labels.exclude_answers == ("yes", "no", "on")
+    assert params.train.lr == 0.001
+
+
+def test_pipeline_check_lists_every_missing_folder(repo, tmp_path):
+    raw = default_params(repo)
+    params = load_params(repo / "params.yaml")
+    check_pipeline(params)  # the synthetic raw dirs do not exist yet in a clone: the synthesize stages write them
+    raw["datasets"]["object_me"]["raw_dir"] = "data/raw/typo"
+    raw["datasets"]["action_me"]["image_root"] = "/nowhere/images"
+    raw["backbones"]["vit_b16"]["pretrained_path"] = "weights/vit"
+    raw["evaluate"]["clipscore_clip_path"] = "weights/clip"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as err:
+        check_pipeline(load_params(path), path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ")
+    for expected in (f"datasets.object_me.raw_dir: {tmp_path}/data/raw/typo does not exist",
+                     "datasets.action_me.image_root: /nowhere/images does not exist",
+                     f"backbones.vit_b16.pretrained_path: {tmp_path}/weights/vit does not exist",
+                     f"evaluate.clipscore_clip_path: {tmp_path}/weights/clip does not exist"):
+        assert expected in message
+    (tmp_path / "data/raw/typo").mkdir(parents=True)
+    (tmp_path / "weights/vit").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="image_root") as err:
+        check_pipeline(load_params(path), path)
+    assert "raw_dir" not in str(err.value) and "pretrained_path" not in str(err.value)
+
+
+def test_validate_stage(repo, tmp_path):
+    import subprocess
+    import sys
+
+    raw = default_params(repo)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out = subprocess.run([sys.executable, "stages/validate.py", "--params", str(path)], cwd=repo, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "data/params.ok").read_text() == "params.yaml passed stages/validate.py\n"
+    raw["train"]["epochs"] = 0
+    path.write_text(yaml.safe_dump(raw))
+    out = subprocess.run([sys.executable, "stages/validate.py", "--params", str(path)], cwd=repo, capture_output=True, text=True)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"validate: {path}: train.epochs: must be >= 1" in out.stderr

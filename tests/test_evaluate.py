@@ -54,6 +54,7 @@ def test_megl_model_gets_every_metric_deterministically(trained):
     assert len(preds) == metrics["test_samples"] and preds["generated"].map(len).gt(0).all()
     assert np.load(paths.results_dir / "cams.npy").shape == (len(preds), 8, 8)
     assert (paths.results_dir / "gallery.png").is_file() and "<table" in (paths.results_dir / "gallery.html").read_text()
+    assert "columns: the image, the CAM of the predicted class, the ground-truth map" in (paths.results_dir / "gallery.html").read_text()
     f1_rows = json.loads(paths.per_class_f1_file.read_text())
     assert [r["class"] for r in f1_rows] == json.loads((trained.root / "data/object_me/classes.json").read_text())
     assert len(json.loads(paths.confusion_file.read_text())) == metrics["test_samples"]

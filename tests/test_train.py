@@ -61,7 +61,40 @@ def test_same_params_same_weights_and_resume_is_bit_exact(small_params, variant)
         assert state.keys() == reference.keys()
         differ = [k for k in state if not torch.equal(state[k], reference[k])]
         assert not differ, f"{other.model_dir.relative_to(root)}: {len(differ)} tensors differ, e.g. {differ[:3]}"
-    assert json.loads(full.metrics_file.read_text())["history"] == json.loads(cut.metrics_file.read_text())["history"]
+    full_summary, cut_summary = (json.loads(p.metrics_file.read_text()) for p in (full, cut))
+    assert full_summary["history"] == cut_summary["history"]
+    # the resumed run counts the samples of the epochs before the resume too
+    assert cut_summary["samples_per_rank"] == full_summary["samples_per_rank"] != [0]
+
+
+def test_a_run_that_dies_keeps_the_previous_outputs(small_params, monkeypatch, tmp_path):
+    """Outputs are published when the run has finished: a crash or Ctrl-C in epoch 2 leaves the
+    previous run's model folder, training summary and history as they were, and the MLflow run ends
+    FAILED (crash) or KILLED (Ctrl-C)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MEGL_MLFLOW_PARENT_RUN_ID", raising=False)
+    params = dataclasses.replace(small_params, tracking=dataclasses.replace(small_params.tracking, enabled=True))
+    p = paths(small_params.root, "resnet18", "baseline", "_dies")
+    train(params, "object_me", "resnet18", "baseline", p)
+    outputs = [p.model_dir / "model.safetensors", p.model_dir / "config.json", p.model_dir / "mlflow_run.json",
+               p.metrics_file, p.history_file]
+    before = {f: f.read_bytes() for f in outputs}
+    steps_per_epoch = json.loads(p.metrics_file.read_text())["steps"] // small_params.train.epochs
+
+    client = MlflowClient(uri)
+    for error, status in ((RuntimeError, "FAILED"), (KeyboardInterrupt, "KILLED")):
+        def die(step, values, error=error):
+            if step == steps_per_epoch + 2:  # in epoch 2, after epoch 1 exported its best model
+                raise error("stopped")
+        with pytest.raises(error):
+            train(params, "object_me", "resnet18", "baseline", p, log_step=die)
+        assert {f: f.read_bytes() for f in outputs} == before
+        (latest,) = client.search_runs([client.get_experiment_by_name("megl").experiment_id], max_results=1,
+                                       order_by=["start_time DESC"])
+        assert latest.info.status == status
 
 
 def test_nan_loss_stops_naming_step_and_term(small_params):
@@ -148,3 +181,6 @@ def test_run_is_tracked_in_mlflow(small_params, monkeypatch, tmp_path):
     table = json.loads(open(client.download_artifacts(run.info.run_id, "explanations.json", str(tmp_path))).read())
     assert set(table["columns"]) >= {"sample", "label", "predicted", "references", "generated"}
     assert len(table["data"]) == small_params.tracking.gallery_samples
+    # the exported model names its run: evaluation logs there (never "the newest run with these tags")
+    record = json.loads((paths(small_params.root, "resnet18", "megl", "_tracked").model_dir / "mlflow_run.json").read_text())
+    assert record == {"run_id": run.info.run_id, "experiment": "megl"}

@@ -13,6 +13,7 @@ Why not pydantic: the core package must import with torch/transformers/numpy/pan
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -603,6 +604,8 @@ def _build(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{label}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{label}: must be a finite number, got {value!r}")
         return float(value)
     if tp is Path:
         return Path(value)
