@@ -52,7 +52,7 @@ def test_repro_builds_everything_then_is_a_no_op(pipeline):
     work, dvc = pipeline
     stages = {f"{s}@{d}" for s in ("synthesize", "extract", "saliency") for d in ("object_me", "action_me")}
     stages |= runs()
-    assert ran(dvc("repro")) == stages | {"tables"}
+    assert ran(dvc("repro")) == stages | {"validate", "tables"}
     for ds in ("object_me", "action_me"):
         for name in ("manifest.parquet", "classes.json", "images.npy", "saliency/index.npy", "saliency/mean_map_8.npy"):
             assert (work / "data" / ds / name).is_file()
@@ -71,7 +71,7 @@ def test_repro_builds_everything_then_is_a_no_op(pipeline):
     tables = sorted(p.name for p in (work / "metrics" / "tables").iterdir())
     assert len(tables) == 18 and "table2.md" in tables
     table2 = (work / "metrics" / "tables" / "table2.md").read_text()
-    assert "| ResNet18 | MEGL |" in table2 and "| ResNet18 | - |" in table2
+    assert "| ResNet18 (tiny) | MEGL |" in table2 and "| ResNet18 (tiny) | - |" in table2
     again = dvc("repro")
     assert ran(again) == set() and "Data and pipelines are up to date" in again
 
@@ -80,33 +80,33 @@ def test_repro_builds_everything_then_is_a_no_op(pipeline):
     params["datasets"]["action_me"]["labels"]["min_samples_per_class"] = 20
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # that dataset's stages re-run; their outputs are unchanged, so nothing re-trains
-    assert ran(dvc("repro")) == {"extract@action_me", "saliency@action_me"}
+    assert ran(dvc("repro")) == {"validate", "extract@action_me", "saliency@action_me"}
 
     # Editing one variant's block re-trains that variant only.
     params["variants"]["baseline"]["consistency"] = False  # same value: YAML rewritten, block unchanged
     params["variants"]["megl"]["consistency"] = False
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert ran(dvc("repro")) == runs(["megl"]) | {"tables"}
+    assert ran(dvc("repro")) == runs(["megl"]) | {"validate", "tables"}
 
     # A second seed adds that seed's runs (and the tables) without re-running the first seed's.
     seed0 = {p: p.read_bytes() for p in sorted((work / "metrics").rglob("s0/test.json"))}
     params["grid"]["seeds"] = [0, 1]
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert ran(dvc("repro")) == runs(seed=1) | {"tables"}
+    assert ran(dvc("repro")) == runs(seed=1) | {"validate", "tables"}
     assert {p: p.read_bytes() for p in seed0} == seed0
     s1 = run_layout(work, RunKey("object_me", "resnet18", "megl", 1))
     assert json.loads((s1.model_dir / "config.json").read_text())["train"]["seed"] == 1
     assert json.loads(s1.test_metrics.read_text())["seed"] == 1
     table4 = (work / "metrics" / "tables" / "table4.md").read_text()
-    assert "over 2 seeds" in table4 and "| Object-ME | ResNet18 | MEGL | " in table4
-    megl = next(line for line in table4.splitlines() if line.startswith("| Object-ME | ResNet18 | MEGL | "))
+    assert "over 2 seeds" in table4 and "| Object-ME | ResNet18 (tiny) | MEGL | " in table4
+    megl = next(line for line in table4.splitlines() if line.startswith("| Object-ME | ResNet18 (tiny) | MEGL | "))
     assert megl.count(" ± ") == 2 and megl.endswith(" | 2 |")  # accuracy and mIoU: mean ± std over 2 seeds
     assert ran(dvc("repro")) == set()
 
     # Dropping a seed re-runs nothing but the tables (its outputs stay on disk, out of the tables).
     params["grid"]["seeds"] = [1]
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert ran(dvc("repro")) == {"tables"}
+    assert ran(dvc("repro")) == {"validate", "tables"}
     assert (work / "metrics" / "tables" / "table4.md").read_text().count(" | 1 |") == 4
 
     metrics = json.loads(dvc("metrics", "show", "--json"))
