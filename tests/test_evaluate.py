@@ -115,3 +115,31 @@ def test_stage_refuses_a_model_trained_with_another_seed(trained, repo):
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "models/object_me/resnet18/megl/s1/config.json was trained with seed 0, not 1" in out.stderr
     assert not s1.test_metrics.exists()
+
+
+def test_evaluation_lands_in_the_run_that_trained_the_model(small_params, monkeypatch, tmp_path):
+    """Two training runs share a name (same dataset/backbone/variant/seed, other params): evaluating
+    the older model adds its metrics to the older run, which its mlflow_run.json names; the newer
+    run is untouched (it used to get them as "the newest run with these tags")."""
+    import dataclasses
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MEGL_MLFLOW_PARENT_RUN_ID", raising=False)
+    key = RunKey("object_me", "resnet18", "baseline", 0)
+    tracked = dataclasses.replace(small_params, tracking=dataclasses.replace(small_params.tracking, enabled=True))
+    older = dataclasses.replace(tracked, train=dataclasses.replace(tracked.train, lr=3e-4))
+    train(older, "object_me", "resnet18", "baseline", RunPaths.for_run(tmp_path / "older", key), max_steps=2)
+    train(tracked, "object_me", "resnet18", "baseline", RunPaths.for_run(tmp_path / "newer", key), max_steps=2)
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("megl").experiment_id], order_by=["start_time ASC"])
+    assert [r.info.run_name for r in runs] == ["object_me/resnet18/baseline/s0"] * 2
+    first, second = (r.info.run_id for r in runs)
+
+    paths = EvalPaths.for_run(tmp_path / "older", key)
+    metrics = evaluate(older, "object_me", "resnet18", "baseline", paths)
+    assert client.get_run(first).data.metrics["test/accuracy"] == metrics["accuracy"]
+    assert "test/accuracy" not in client.get_run(second).data.metrics
+    assert {a.path for a in client.list_artifacts(first, "evaluation")} >= {"evaluation/gallery.png"}
