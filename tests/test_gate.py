@@ -26,6 +26,41 @@ def test_check_directions_and_tolerances():
     assert check(diff(deletion_auc=(0.2, 0.25)), FILES, RULES)[0].kind == "regressed"  # lower is better
 
 
+def test_tolerance_grows_to_the_standard_error_of_small_samples():
+    """A metric averaged over n samples may move by 2 standard errors, sqrt(p (1 - p) / n), when that
+    is more than its absolute tolerance: one run cannot tell a smaller change from another CPU's
+    (or another seed's) run."""
+    rules = {"pointing_game": Rule(True, 0.03, "localisation_samples", 2.0), "accuracy": Rule(True, 0.02, "test_samples", 2.0)}
+    files = ["metrics/*/*/megl.json"]
+
+    def judge(metric, old, new, n, count):
+        d = {"metrics/d/b/megl.json": {metric: {"old": old, "new": new}, count: {"old": n, "new": n}}}
+        (finding,) = check(d, files, rules)
+        return finding
+
+    # pointing game over 50 maps: SE(0.5) = 0.0707, tolerance 0.1414
+    assert judge("pointing_game", 0.5, 0.4, 50, "localisation_samples").kind == "ok"
+    found = judge("pointing_game", 0.5, 0.34, 50, "localisation_samples")
+    assert found.kind == "regressed" and found.tolerance == 0.141421
+    # accuracy over 5,000 samples: 2 SE(0.9) = 0.0085 < 0.02, the absolute tolerance stays
+    assert judge("accuracy", 0.9, 0.885, 5000, "test_samples").kind == "ok"
+    assert judge("accuracy", 0.9, 0.875, 5000, "test_samples").tolerance == 0.02
+    # without its count in the file, the absolute tolerance
+    (plain,) = check({"metrics/d/b/megl.json": {"accuracy": {"old": 0.9, "new": 0.87}}}, files, rules)
+    assert plain.kind == "regressed" and plain.tolerance == 0.02
+
+
+def test_a_run_at_chance_gates_only_its_accuracy():
+    """Committed accuracy 0.09 on 600 samples with a majority class of 0.10: everything but accuracy
+    is noise; accuracy is still gated."""
+    rules = {"accuracy": Rule(True, 0.02), "miou": Rule(True, 0.02)}
+    counts = {"test_samples": {"old": 600, "new": 600}, "chance_accuracy": {"old": 0.1, "new": 0.1}}
+    d = {"metrics/d/b/megl.json": {"accuracy": {"old": 0.09, "new": 0.085}, "miou": {"old": 0.3, "new": 0.1}} | counts}
+    assert [(f.metric, f.kind) for f in check(d, ["metrics/*/*/megl.json"], rules)] == [("accuracy", "ok")]
+    above = {"metrics/d/b/megl.json": {"accuracy": {"old": 0.5, "new": 0.5}, "miou": {"old": 0.3, "new": 0.1}} | counts}
+    assert {f.metric: f.kind for f in check(above, ["metrics/*/*/megl.json"], rules)}["miou"] == "regressed"
+
+
 def test_ungated_files_and_metrics_are_ignored():
     d = diff(accuracy=(0.9, 0.1), latency_ms=(1.0, 9.0))
     assert check(d, ["metrics/*/*/baseline.json"], RULES) == []

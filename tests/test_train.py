@@ -184,3 +184,40 @@ def test_run_is_tracked_in_mlflow(small_params, monkeypatch, tmp_path):
     # the exported model names its run: evaluation logs there (never "the newest run with these tags")
     record = json.loads((paths(small_params.root, "resnet18", "megl", "_tracked").model_dir / "mlflow_run.json").read_text())
     assert record == {"run_id": run.info.run_id, "experiment": "megl"}
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_run_killed_and_keeps_outputs(small_params, repo, tmp_path):
+    """`kill <pid>` on a training stage (a cancelled Prefect task does the same): the MLflow run ends
+    KILLED, not RUNNING forever, and no output of the run is written."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    raw = yaml.safe_load((small_params.root / "params.yaml").read_text())
+    raw["train"]["epochs"] = 20
+    raw["tracking"]["enabled"] = True
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "data").symlink_to(small_params.root / "data")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    env.pop("MEGL_MLFLOW_PARENT_RUN_ID", None)
+    cmd = [sys.executable, "stages/train.py", "--dataset", "object_me", "--backbone", "resnet18", "--variant", "baseline",
+           "--params", str(tmp_path / "params.yaml")]
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if '"epoch": 0' in line:  # epoch 0 done: the run is well under way
+            break
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("megl").experiment_id])
+    assert run.info.status == "KILLED"
+    lay = run_layout(tmp_path, RunKey("object_me", "resnet18", "baseline", 0))
+    assert not lay.model_dir.exists() and not lay.train_metrics.exists()  # nothing published
+    assert (lay.checkpoint_dir / "latest" / "progress.json").is_file()  # --resume can continue

@@ -29,9 +29,8 @@ import math
 import statistics
 from pathlib import Path
 
-from scipy.stats import binomtest
-
 from megl.atomic import write_bytes
+from megl.chance import ALPHA, runs_above_chance
 from megl.layout import RunKey, RunLayout, dataset_report, grid_runs, run_layout
 
 DATASET_NAMES = {"object_me": "Object-ME", "action_me": "Action-ME"}
@@ -42,7 +41,6 @@ METHOD_NAMES = {"baseline": "-", "visual": "Visual", "text": "Text", "visual_tex
 PM = "±"
 NA = "n/a"  # computed metric that could not be computed for real (the caption says why)
 DAGGER = "†"  # not above chance: left out of every ranking
-ALPHA = 0.01  # one-sided binomial test of test accuracy against the majority-class rate
 PROFILE_NOTE = {
     "tiny": "(tiny): random-init tiny profile of the named architecture, trained from scratch, not the paper's model",
     "random init": "(random init): the paper's architecture without pretrained weights",
@@ -185,14 +183,8 @@ class Runs:
 
     def above_chance(self, d: str, b: str, v: str) -> bool:
         """Whether the cell's test accuracy, pooled over its seeds, is above the majority-class rate
-        (one-sided binomial test, p < ALPHA). Metrics without the counts are taken as above."""
-        found = [m for m in self.found(d, b, v) if {"accuracy", "test_samples", "chance_accuracy"} <= m.keys()]
-        if not found:
-            return True
-        n = sum(int(m["test_samples"]) for m in found)
-        k = sum(round(float(m["accuracy"]) * int(m["test_samples"])) for m in found)
-        chance = max(float(m["chance_accuracy"]) for m in found)
-        return binomtest(k, n, chance, alternative="greater").pvalue < ALPHA
+        (megl.chance). Metrics without the counts are taken as above."""
+        return runs_above_chance(self.found(d, b, v))
 
     def profile(self, b: str) -> str:
         """The backbone's weights as the runs' test metrics record them: "tiny", "random init",

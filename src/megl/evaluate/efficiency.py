@@ -8,8 +8,10 @@ deterministic metrics.
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -28,6 +30,16 @@ def _median_seconds(fn, warmup: int, iters: int, device: torch.device) -> float:
         sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def cpu_name() -> str:
+    """The CPU's model name: float kernels (and so a model trained from scratch) differ between CPUs."""
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        for line in info.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def efficiency_metrics(model, image: torch.Tensor, *, warmup: int, iters: int) -> dict:
@@ -58,5 +70,6 @@ def efficiency_metrics(model, image: torch.Tensor, *, warmup: int, iters: int) -
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "dtype": str(next(classifier.parameters()).dtype).replace("torch.", ""),
         "threads": torch.get_num_threads(),
+        "cpu": cpu_name(),
         "batch_size": 1,
     }
