@@ -210,7 +210,7 @@ def test_sigterm_ends_the_run_killed_and_keeps_outputs(small_params, repo, tmp_p
            "--params", str(tmp_path / "params.yaml")]
     proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:
-        if '"epoch": 0' in line:  # epoch 0 done: the run is well under way
+        if '"epoch": 1' in line:  # epoch 1 evaluated, so epoch 0's checkpoint is on disk
             break
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
