@@ -355,6 +355,9 @@ class ComputeConfig:
     threads, so the same params at another thread count give (slightly) different numbers."""
 
     threads: int  # torch intra-op threads of each train / evaluate process, whoever launches it
+    # portable: the same kernels on every x86-64 CPU, so numbers do not depend on the machine
+    # (megl.numerics); native: torch's own choice for this CPU (faster, machine-dependent numbers)
+    cpu_kernels: Literal["portable", "native"] = "portable"
 
     def validate(self, where: str) -> None:
         if self.threads < 1:

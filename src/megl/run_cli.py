@@ -33,9 +33,12 @@ def resolve_run(args: argparse.Namespace, stage: str) -> tuple[Params, RunKey]:
         key = RunKey(args.dataset, args.backbone, args.variant, seed)
     except (ConfigError, ValueError) as exc:
         sys.exit(f"{stage}: {exc}")
-    import torch
+    from megl.numerics import pin
 
-    torch.set_num_threads(params.compute.threads)
+    try:
+        pin(params.compute.cpu_kernels, params.compute.threads)
+    except RuntimeError as exc:
+        sys.exit(f"{stage}: {exc}")
     # SIGTERM (kill, a cancelled Prefect task) unwinds like Ctrl-C: the MLflow run ends KILLED and
     # no half-written output replaces the previous run's
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from megl.models.gradcam import explain
+from megl.numerics import describe
 
 
 def _median_seconds(fn, warmup: int, iters: int, device: torch.device) -> float:
@@ -71,5 +72,6 @@ def efficiency_metrics(model, image: torch.Tensor, *, warmup: int, iters: int) -
         "dtype": str(next(classifier.parameters()).dtype).replace("torch.", ""),
         "threads": torch.get_num_threads(),
         "cpu": cpu_name(),
+        "cpu_kernels": describe()["cpu_capability"],
         "batch_size": 1,
     }
