@@ -145,7 +145,58 @@ def make_actx_nlx(root: Path) -> Path:
     return root
 
 
-BUILDERS = {"vqax_park": make_vqax_park, "vqax_nlx": make_vqax_nlx, "actx_park": make_actx_park, "actx_nlx": make_actx_nlx}
+def write_png_mask(path: Path, box=(4, 4, 12, 10), size=(20, 16)) -> None:
+    mask = np.zeros(size[::-1], dtype=np.uint8)
+    mask[box[1]:box[3], box[0]:box[2]] = 255
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask).save(path)
+
+
+GENERIC_RECORDS = [
+    # a PNG mask; one explanation as a string
+    {"id": "s1", "image": "cats/1.png", "label": "cat", "split": "train", "explanations": "pointed ears", "visual": "masks/1.png"},
+    # two annotators in two files of different formats; several explanations
+    {"id": "s2", "image": "cats/2.png", "label": "cat", "split": "test",
+     "explanations": ["whiskers", "a cat's tail"], "visual": ["masks/2a.png", "masks/2b.npy"]},
+    # no id (the image path is the id), no split, no map; `explanation` as the key
+    {"image": "dogs/3.jpg", "label": "dog", "explanation": ["floppy ears"]},
+    {"id": 4, "image": "dogs/4.jpg", "label": "Golden  retriever", "split": "val", "explanations": ["golden coat"]},
+]
+
+
+def make_generic(root: Path, records=None, fmt: str = "jsonl") -> Path:
+    """The generic layout (megl.data.readers.generic): a manifest, images in sub-folders, masks."""
+    records = GENERIC_RECORDS if records is None else records
+    root.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    else:
+        import csv
+
+        with (root / "manifest.csv").open("w", newline="") as handle:
+            out = csv.writer(handle)
+            out.writerow(["id", "image", "label", "split", "explanation", "explanation_2", "visual", "visual_2"])
+            for r in records:
+                exps = [r.get("explanations", r.get("explanation"))]
+                exps = exps[0] if isinstance(exps[0], list) else exps
+                vis = r.get("visual") or []
+                vis = [vis] if isinstance(vis, str) else vis
+                out.writerow([r.get("id", ""), r["image"], r["label"], r.get("split", ""),
+                              *(exps + ["", ""])[:2], *(list(vis) + ["", ""])[:2]])
+    for name in ("cats/1.png", "cats/2.png"):
+        path = root / "images" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (20, 16), (90, 90, 90)).save(path)
+    write_jpeg(root / "images" / "dogs" / "3.jpg")
+    write_jpeg(root / "images" / "dogs" / "4.jpg")
+    write_png_mask(root / "masks" / "1.png")
+    write_png_mask(root / "masks" / "2a.png")
+    np.save(root / "masks" / "2b.npy", heatmaps((16, 20)))
+    return root
+
+
+BUILDERS = {"vqax_park": make_vqax_park, "vqax_nlx": make_vqax_nlx, "actx_park": make_actx_park, "actx_nlx": make_actx_nlx,
+            "generic": make_generic}
 
 
 def dataset_cfg(layout: str, raw_dir: Path, **overrides) -> DatasetConfig:

@@ -25,8 +25,8 @@ def test_vqax_park(tmp_path):
     assert s.answers == ("bus",) * 10
     assert s.explanations == ("the big yellow vehicle carries people", "it is a bus")
     assert res.empty_explanations_dropped == 1
-    assert s.visual_file.name == "201.npz" and by_id["301"].visual_file.name == "301.npy"
-    assert by_id["101"].visual_file is None
+    assert [f.name for f in s.visual_files] == ["201.npz"] and [f.name for f in by_id["301"].visual_files] == ["301.npy"]
+    assert by_id["101"].visual_files == ()
     assert by_id["102"].image_name == "COCO_train2014_000000000012.jpg"
 
 
@@ -46,8 +46,8 @@ def test_actx_park(tmp_path):
     assert by_id["a1"].image_name == "015601864.jpg"
     assert by_id["a1"].answers == ("bicycling, mountain",)
     assert by_id["a1"].explanations == ("he rides a bike on a trail",)  # a plain string in the file
-    assert by_id["a3"].visual_file.name == "a3.npz"  # found by key
-    assert by_id["a4"].visual_file.name == "015601867.npy"  # found by image name
+    assert [f.name for f in by_id["a3"].visual_files] == ["a3.npz"]  # found by key
+    assert [f.name for f in by_id["a4"].visual_files] == ["015601867.npy"]  # found by image name
 
 
 def test_actx_nlx(tmp_path):
@@ -55,7 +55,7 @@ def test_actx_nlx(tmp_path):
     assert not res.rejections
     by_id = {s.sample_id: s for s in res.samples}
     assert by_id["k3"].answers == ("fishing",) and by_id["k3"].explanations == ("holds a rod", "at a lake")
-    assert all(s.visual_file is None for s in res.samples)
+    assert all(s.visual_files == () for s in res.samples)
 
 
 def test_coco_images_are_found_flat_or_in_their_set_folder(tmp_path):

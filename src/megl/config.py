@@ -26,7 +26,7 @@ from ruamel.yaml.error import YAMLError
 
 DEFAULT_PARAMS = Path("params.yaml")
 
-LAYOUTS = ("vqax_park", "vqax_nlx", "actx_park", "actx_nlx")
+LAYOUTS = ("vqax_park", "vqax_nlx", "actx_park", "actx_nlx", "generic")
 
 
 class ConfigError(ValueError):
@@ -123,20 +123,26 @@ class LabelConfig:
 class DatasetConfig:
     """Where a dataset's raw files are and how to turn them into a classification dataset."""
 
-    layout: Literal["vqax_park", "vqax_nlx", "actx_park", "actx_nlx"]
+    layout: Literal["vqax_park", "vqax_nlx", "actx_park", "actx_nlx", "generic"]
     raw_dir: str
     image_size: int
     on_bad_sample: Literal["skip", "error"]
     labels: LabelConfig
     # None: <raw_dir>/images. Real COCO / MPII images usually live elsewhere.
     image_root: str | None = None
-    # None: the layout's own place (<raw_dir>/Annotations/visual for VQA-X, <raw_dir>/visual for ACT-X)
+    # None: the layout's own place (<raw_dir>/Annotations/visual for VQA-X, <raw_dir>/visual for
+    # ACT-X, <raw_dir> for generic, whose manifest names each map file)
     visual_dir: str | None = None
     # threads decoding JPEGs (PIL releases the GIL while decoding)
     decode_workers: int = 2
+    # resplit: the seeded, stratified re-split of the pooled source splits (params split block);
+    # source: keep each sample's source split (val carved from train when the source has none)
+    split_from: Literal["resplit", "source"] = "resplit"
 
     @property
     def task(self) -> str:
+        if self.layout == "generic":
+            return "generic"
         return "objects" if self.layout.startswith("vqax") else "actions"
 
     def validate(self, where: str) -> None:
@@ -146,9 +152,9 @@ class DatasetConfig:
             raise ConfigError(f"{where}.decode_workers: must be >= 1")
         if self.task == "objects" and not self.labels.question_patterns:
             raise ConfigError(f"{where}.labels.question_patterns: VQA-X layouts need at least one pattern")
-        if self.task == "actions" and self.labels.question_patterns:
+        if self.task != "objects" and self.labels.question_patterns:
             raise ConfigError(f"{where}.labels.question_patterns: applies to VQA-X layouts only")
-        if self.task == "objects" and self.labels.coarsen:
+        if self.task != "actions" and self.labels.coarsen:
             raise ConfigError(f"{where}.labels.coarsen: applies to ACT-X layouts only")
 
     # Paths are absolute once load_params has resolved them against the params file's folder.
@@ -164,6 +170,8 @@ class DatasetConfig:
     def visual_dir_path(self) -> Path:
         if self.visual_dir is not None:
             return Path(self.visual_dir)
+        if self.task == "generic":
+            return self.raw_path
         return self.raw_path / ("Annotations/visual" if self.task == "objects" else "visual")
 
 

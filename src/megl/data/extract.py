@@ -28,8 +28,8 @@ from megl.data.records import (
     RawSample,
     Rejection,
 )
-from megl.data.split import SPLIT_NAMES, assign_splits
-from megl.data.visual_maps import BadMap, load_annotator_maps
+from megl.data.split import SPLIT_NAMES, assign_splits, keep_source_splits
+from megl.data.visual_maps import VISUAL_PATH_SEPARATOR, BadMap, load_annotator_maps
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -104,13 +104,7 @@ def extract_dataset(
     candidates, pixels = _decode(candidates, cfg, rejections)
     candidates, pixels, classes = _filter_classes(candidates, pixels, cfg, rejections)
 
-    splits = assign_splits(
-        [c.raw.sample_id for c in candidates],
-        [c.label for c in candidates],
-        seed=split_cfg.seed,
-        val=split_cfg.val,
-        test=split_cfg.test,
-    )
+    splits = _splits(candidates, cfg, split_cfg)
     order = sorted(range(len(candidates)), key=lambda i: candidates[i].raw.sample_id)
     manifest = _manifest([candidates[i] for i in order], [splits[i] for i in order], classes, raw_dir)
     pixels = [pixels[i] for i in order]
@@ -127,6 +121,20 @@ def extract_dataset(
     # The report is a DVC metric: timings stay out of it so reruns are byte-identical.
     write_json(report_path, report)
     return {**report, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _splits(candidates: list[_Candidate], cfg: DatasetConfig, split_cfg: SplitConfig) -> list[str]:
+    ids, labels = [c.raw.sample_id for c in candidates], [c.label for c in candidates]
+    if cfg.split_from == "resplit":
+        return assign_splits(ids, labels, seed=split_cfg.seed, val=split_cfg.val, test=split_cfg.test)
+    unsplit = [c for c in candidates if c.raw.source_split not in SPLIT_NAMES]
+    if unsplit:
+        first = unsplit[0].raw
+        raise DataError(
+            f"{first.source_file}: split_from: source, but {len(unsplit)} kept samples have no train/val/test "
+            f"split (first: {first.sample_id!r}); give every record a split or use split_from: resplit"
+        )
+    return keep_source_splits(ids, labels, [c.raw.source_split for c in candidates], seed=split_cfg.seed, val=split_cfg.val)
 
 
 def _label(samples: list[RawSample], cfg: DatasetConfig, rejections: _Rejections) -> list[_Candidate]:
@@ -149,10 +157,10 @@ def _label(samples: list[RawSample], cfg: DatasetConfig, rejections: _Rejections
 
 def _validate_maps(candidates: list[_Candidate], rejections: _Rejections) -> list[_Candidate]:
     for c in candidates:
-        if c.raw.visual_file is None:
+        if not c.raw.visual_files:
             continue
         try:
-            load_annotator_maps(c.raw.visual_file)
+            load_annotator_maps(c.raw.visual_files)
             c.visual_ok = True
         except BadMap as exc:
             rejections.add(Rejection(c.raw.sample_id, exc.reason, c.raw.source_file, exc.detail))
@@ -196,9 +204,11 @@ def _manifest(candidates, splits, classes, raw_dir: Path) -> pd.DataFrame:
     def visual_path(c: _Candidate) -> str | None:
         if not c.visual_ok:
             return None
-        path = c.raw.visual_file
-        # relative to the raw dir when inside it, so the manifest is portable
-        return str(path.relative_to(raw_dir)) if path.is_relative_to(raw_dir) else str(path)
+        # relative to the raw dir when inside it, so the manifest is portable; several annotator
+        # files one per line (VISUAL_PATH_SEPARATOR), so one-file manifests keep their old bytes
+        return VISUAL_PATH_SEPARATOR.join(
+            str(path.relative_to(raw_dir)) if path.is_relative_to(raw_dir) else str(path) for path in c.raw.visual_files
+        )
 
     return pd.DataFrame(
         {
@@ -223,7 +233,7 @@ def _report(name, cfg: DatasetConfig, manifest: pd.DataFrame, classes, rejection
     rejected = sum(sample_counts.values())
     if total_in != kept + rejected:  # the accounting invariant; a bug if it ever fails
         raise AssertionError(f"in={total_in} != kept={kept} + rejected={rejected}")
-    maps_in = sum(1 for s in read.samples if s.visual_file is not None)
+    maps_in = sum(1 for s in read.samples if s.visual_files)
     by_split = manifest.groupby("split")
     return {
         "dataset": name,

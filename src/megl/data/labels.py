@@ -44,18 +44,23 @@ class Labeller:
         self.cfg = cfg
         self.task = task
         self._patterns = [re.compile(p, re.IGNORECASE) for p in cfg.question_patterns]
-        self._excluded = {normalise_answer(a) for a in cfg.exclude_answers}
+        self._excluded = {self._normalise(a) for a in cfg.exclude_answers}
+
+    def _normalise(self, answer: str) -> str:
+        # VQA answers are free text (VQA normalisation); activities and one's own labels are names
+        if self.task == "objects":
+            return normalise_answer(answer)
+        if self.task == "generic":
+            return " ".join(answer.split())
+        return " ".join(answer.lower().split())
 
     def asks_identity(self, question: str | None) -> bool:
         return question is not None and any(p.search(question.strip()) for p in self._patterns)
 
     def label(self, answers: tuple[str, ...]) -> str | None:
-        if self.task == "objects":
-            normalised = [normalise_answer(a) for a in answers]
-        else:
-            normalised = [" ".join(a.lower().split()) for a in answers]
-            if self.cfg.coarsen:
-                normalised = [a.split(",")[0].strip() for a in normalised]
+        normalised = [self._normalise(a) for a in answers]
+        if self.cfg.coarsen:
+            normalised = [a.split(",")[0].strip() for a in normalised]
         normalised = [self.cfg.aliases.get(a, a) for a in normalised]
         return majority(normalised)
 

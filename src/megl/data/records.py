@@ -45,7 +45,7 @@ class RawSample:
     answers: tuple[str, ...]  # VQA: the 10 annotators' answers; ACT-X: the activity
     explanations: tuple[str, ...]
     question: str | None = None
-    visual_file: Path | None = None
+    visual_files: tuple[Path, ...] = ()  # one file per annotator, or one file holding them all
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ from megl.atomic import atomic_dir, save_npy, write_json
 from megl.config import DatasetConfig, SaliencyConfig
 from megl.data.extracted import open_images, read_manifest
 from megl.data.records import VISUAL_REJECT_REASONS, DataError
-from megl.data.visual_maps import BadMap, aggregate, load_annotator_maps, minmax
+from megl.data.visual_maps import VISUAL_PATH_SEPARATOR, BadMap, aggregate, load_annotator_maps, minmax
 
 
 def resize_area(array: np.ndarray, size: int) -> np.ndarray:
@@ -50,10 +50,10 @@ def build_saliency(
     rejected = {reason: 0 for reason in sorted(VISUAL_REJECT_REASONS)}
     constant_annotators = 0
     for row in manifest[manifest["has_visual"]].itertuples():
-        path = Path(row.visual_path)
-        path = path if path.is_absolute() else cfg.raw_path / path
+        paths = [Path(p) for p in row.visual_path.split(VISUAL_PATH_SEPARATOR)]
+        paths = [p if p.is_absolute() else cfg.raw_path / p for p in paths]
         try:
-            annotators = load_annotator_maps(path)
+            annotators = load_annotator_maps(paths)
         except BadMap as exc:
             # extraction validated this file: it changed since, or the raw dir moved
             if cfg.on_bad_sample == "error":

@@ -44,3 +44,20 @@ def assign_splits(sample_ids: Sequence[str], labels: Sequence[str], *, seed: int
         for rank, i in enumerate(members):
             out[i] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
     return out
+
+
+def keep_source_splits(sample_ids: Sequence[str], labels: Sequence[str], sources: Sequence[str], *, seed: int, val: float) -> list[str]:
+    """The source's own splits (datasets.<name>.split_from: source), for a benchmark whose test set is
+    defined by its protocol (e.g. DecoyFMNIST's 10k test images). Without a source val split, val is
+    carved out of source train as assign_splits would (per class, seeded), `val` of each class."""
+    bad = sorted({s for s in sources if s not in SPLIT_NAMES})
+    if bad:
+        raise ValueError(f"source splits must be one of {list(SPLIT_NAMES)}, got {bad[:5]}")
+    out = list(sources)
+    if "val" in out:
+        return out
+    train = [i for i, s in enumerate(out) if s == "train"]
+    carved = assign_splits([sample_ids[i] for i in train], [labels[i] for i in train], seed=seed, val=val, test=0.0)
+    for i, split in zip(train, carved):
+        out[i] = split
+    return out

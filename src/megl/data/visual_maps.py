@@ -3,17 +3,24 @@
 Accepted files (REFERENCE.md; the release's exact format is unconfirmed):
   .npy  one array
   .npz  one array under any key, or several 2-D arrays of one shape (one per annotator)
-Accepted shapes: (K,H,W), (H,W,K) with 1 <= K <= 8 annotators, and (H,W).
+  .png .jpg .jpeg .bmp .tif .tiff  an image mask (grey levels; a colour mask is converted to grey)
+Accepted shapes: (K,H,W), (H,W,K) with 1 <= K <= 8 annotators, and (H,W). A sample may have several
+files (the generic layout): each is read as above and their annotators are stacked.
 """
 
 from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 MAX_ANNOTATORS = 8
+IMAGE_MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# A sample's several map files, as the manifest's visual_path column holds them.
+VISUAL_PATH_SEPARATOR = "\n"
 
 
 class BadMap(ValueError):
@@ -36,17 +43,24 @@ def _to_khw(array: np.ndarray, name: str) -> np.ndarray:
     raise BadMap("visual_bad_shape", f"{name}: shape {array.shape} is not (K,H,W), (H,W,K) or (H,W)")
 
 
-def load_annotator_maps(path: Path) -> np.ndarray:
-    """Return float32 (K,H,W) annotator maps or raise BadMap with a rejection reason."""
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     try:
+        if path.suffix.lower() in IMAGE_MASK_SUFFIXES:
+            with Image.open(path) as img:
+                img.load()
+                grey = img if img.mode in ("1", "L", "I", "I;16", "F") else img.convert("L")
+                return {"": np.asarray(grey, dtype=np.float32)}
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.lib.npyio.NpzFile):
             with loaded:
-                arrays = {key: np.asarray(loaded[key]) for key in loaded.files}
-        else:
-            arrays = {"": np.asarray(loaded)}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+                return {key: np.asarray(loaded[key]) for key in loaded.files}
+        return {"": np.asarray(loaded)}
+    except (OSError, ValueError, EOFError, SyntaxError, zipfile.BadZipFile, Image.DecompressionBombError) as exc:
         raise BadMap("visual_unreadable", f"{path}: {exc}") from None
+
+
+def _file_maps(path: Path) -> np.ndarray:
+    arrays = _read_arrays(path)
     if not arrays:
         raise BadMap("visual_bad_shape", f"{path}: empty npz archive")
     if len(arrays) == 1:
@@ -59,11 +73,23 @@ def load_annotator_maps(path: Path) -> np.ndarray:
         maps = np.stack([arrays[k] for k in sorted(arrays)])
     if not np.issubdtype(maps.dtype, np.number) or np.issubdtype(maps.dtype, np.complexfloating):
         raise BadMap("visual_bad_shape", f"{path}: dtype {maps.dtype} is not real-valued")
-    maps = maps.astype(np.float32)
+    return maps.astype(np.float32)
+
+
+def load_annotator_maps(paths: Path | Sequence[Path]) -> np.ndarray:
+    """Return float32 (K,H,W) annotator maps or raise BadMap with a rejection reason."""
+    paths = [paths] if isinstance(paths, Path) else list(paths)
+    where = ", ".join(str(p) for p in paths)
+    parts = [_file_maps(p) for p in paths]
+    if len({part.shape[1:] for part in parts}) > 1:
+        raise BadMap("visual_bad_shape", f"{where}: the files' maps differ in size {[part.shape[1:] for part in parts]}")
+    if sum(len(part) for part in parts) > MAX_ANNOTATORS:
+        raise BadMap("visual_bad_shape", f"{where}: more than {MAX_ANNOTATORS} annotator maps")
+    maps = np.concatenate(parts) if len(parts) > 1 else parts[0]
     if not np.isfinite(maps).all():
-        raise BadMap("visual_nan", f"{path}: contains NaN or infinite values")
+        raise BadMap("visual_nan", f"{where}: contains NaN or infinite values")
     if not _informative(maps).any():
-        raise BadMap("visual_all_zero", f"{path}: every annotator map is constant")
+        raise BadMap("visual_all_zero", f"{where}: every annotator map is constant")
     return maps
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from megl.data.readers import actx, vqax
+from megl.data.readers import actx, generic, vqax
 from megl.data.paths import safe_join
 from megl.data.records import DataError, ReadResult
 
@@ -16,6 +16,7 @@ READERS: dict[str, Reader] = {
     "vqax_nlx": vqax.read_nlx,
     "actx_park": actx.read_park,
     "actx_nlx": actx.read_nlx,
+    "generic": generic.read,
 }
 
 

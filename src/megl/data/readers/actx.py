@@ -60,7 +60,7 @@ def _read(raw_dir: Path, image_root: Path, visual_dir: Path, *, nlx: bool) -> Re
                         image_name=image_name,
                         answers=activity,
                         explanations=explanations,
-                        visual_file=take_visual(maps, used_maps, key, Path(image_name).stem),
+                        visual_files=take_visual(maps, used_maps, key, Path(image_name).stem),
                     )
                 )
             except RecordError as err:

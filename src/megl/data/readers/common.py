@@ -80,12 +80,12 @@ def index_visual_maps(visual_dir: Path, splits: tuple[str, ...]) -> dict[str, Pa
     return index
 
 
-def take_visual(index: dict[str, Path], used: set[str], *candidates: str) -> Path | None:
+def take_visual(index: dict[str, Path], used: set[str], *candidates: str) -> tuple[Path, ...]:
     for stem in candidates:
         if stem in index:
             used.add(stem)
-            return index[stem]
-    return None
+            return (index[stem],)
+    return ()
 
 
 def reject(result: ReadResult, sample_id: str, source: Path, error: RecordError) -> None:

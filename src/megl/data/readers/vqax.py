@@ -96,7 +96,7 @@ def read_park(raw_dir: Path, image_root: Path, visual_dir: Path) -> ReadResult:
                         answers=_answers(answers[qid]),
                         explanations=explanations,
                         question=question,
-                        visual_file=take_visual(maps, used_maps, qid),
+                        visual_files=take_visual(maps, used_maps, qid),
                     )
                 )
             except RecordError as err:
@@ -123,7 +123,7 @@ def read_nlx(raw_dir: Path, image_root: Path, visual_dir: Path) -> ReadResult:
                         answers=_answers(record),
                         explanations=explanations,
                         question=require(record, "question", str),
-                        visual_file=take_visual(maps, used_maps, qid),
+                        visual_files=take_visual(maps, used_maps, qid),
                     )
                 )
             except RecordError as err:
