@@ -12,7 +12,7 @@ import pytest
 from megl.config import load_params
 from megl.data.extract import extract_dataset
 from megl.data.saliency import build_saliency
-from megl.data.synthetic import generate, scene
+from megl.data.synthetic import generate, objects, scene
 
 
 def small(repo, name, **kw):
@@ -114,3 +114,74 @@ def test_explanations_mention_the_class_attributes(repo, tmp_path):
             colour = label.split()[0]
             assert all(colour in t for t in texts)
             assert len(set(texts)) == 3
+
+
+@pytest.mark.parametrize("name", ["object_me", "action_me"])
+def test_varied_geometry(repo, tmp_path, name):
+    """geometry: varied puts targets anywhere (centre-biased), the decoy anywhere off the target in a
+    hue no explanation names, and says where the target is; the centre geometry stays as it was."""
+    params = load_params(repo / "params.yaml")
+    cfg = small(repo, name, num_samples=400, image_size=64, geometry="varied")
+    raw = tmp_path / "raw"
+    summary = generate(cfg, params.split, raw)
+    truth = json.loads((raw / "synthetic_truth.json").read_text())["samples"]
+    kept = {k: t for k, t in truth.items() if t["final_split"]}
+    s = cfg.image_size
+
+    centres = np.array([[(t["target_box"][0] + t["target_box"][2]) / 2, (t["target_box"][1] + t["target_box"][3]) / 2] for t in kept.values()]) / s
+    assert abs(centres.mean() - 0.5) < 0.03 and centres.std(axis=0).min() > 0.12  # centre geometry: ~0.07
+    covers_centre = np.mean([t["target_box"][0] < s / 2 < t["target_box"][2] and t["target_box"][1] < s / 2 < t["target_box"][3] for t in kept.values()])
+    # the train mean map is a weak prior, not the answer (centre geometry: every target box covers
+    # the centre); a stick figure is taller than a shape, so its box covers it more often
+    assert covers_centre < (0.6 if name == "object_me" else 0.75)
+    for t in kept.values():
+        (x0, y0, x1, y1), (d0, e0, d1, e1) = t["target_box"], t["decoy_box"]
+        assert d1 < x0 or x1 < d0 or e1 < y0 or y1 < e0  # never overlapping
+    decoys = np.array([[t["decoy_box"][0], t["decoy_box"][1]] for t in kept.values()]) / s
+    assert decoys.std(axis=0).min() > 0.2  # anywhere, not in the corners only
+
+    # the decoy is drawn where the truth says, in its class's hue; for objects that hue is far from
+    # every colour the explanations name
+    ds = dataclasses.replace(params.dataset(name), raw_dir=str(raw), image_size=s)
+    report = extract_dataset(name, ds, params.split, tmp_path / "data", tmp_path / "dataset.json")
+    assert report["samples"]["kept"] == summary["expected_kept"]
+    manifest = pd.read_parquet(tmp_path / "data/manifest.parquet")
+    images = np.load(tmp_path / "data/images.npy")
+    named = objects.named_hues(cfg.num_classes) if name == "object_me" else ()
+    for row in range(20):
+        t = truth[manifest["sample_id"][row]]
+        x0, y0, x1, y1 = (int(v) for v in t["decoy_box"])
+        patch = images[row, y0 + 2 : y1 - 1, x0 + 2 : x1 - 1].reshape(-1, 3).mean(0)
+        expected = scene.varied_decoy_fill(t["decoy_class"], cfg.num_classes, cfg.decoy_style, named)
+        assert np.abs(patch - expected).max() < 30, (row, patch, expected)
+    for hue in scene.decoy_hues(cfg.num_classes, named):
+        assert all(min(abs(hue - h), 360 - abs(hue - h)) > scene.DECOY_HUE_MARGIN for h in named)
+
+    # explanations that say where the target is say it right
+    texts = manifest.set_index("sample_id")["explanations"]
+    checked = 0
+    for sample_id, t in kept.items():
+        x0, y0, x1, y1 = t["target_box"]
+        where = scene.varied_position_phrase((x0 + x1) / 2, (y0 + y1) / 2, s)
+        for text in texts[sample_id]:
+            if "of the image" in text:
+                assert where in text, (text, where)
+                checked += 1
+    assert checked > 100
+
+
+def test_centre_geometry_is_unchanged(repo, tmp_path):
+    """The default geometry writes the bytes it wrote before `geometry` existed (a digest of a
+    small object_me and action_me benchmark, recorded before the change)."""
+    params = load_params(repo / "params.yaml")
+    digests = {}
+    for name in ("object_me", "action_me"):
+        generate(small(repo, name, num_samples=60), params.split, tmp_path / name)
+        digests[name] = hashlib.sha256(json.dumps(digest(tmp_path / name), sort_keys=True).encode()).hexdigest()
+    assert digests == CENTRE_DIGESTS
+
+
+CENTRE_DIGESTS = {
+    "object_me": "1352f6148fa45b158ad9a397088ff580b2bdeb1e2eaa095dbd6a3088b7ab0f0b",
+    "action_me": "a7b88bc07d62c3269ac48e0bc55b6290fa54cbc5fdb27629d650255f544cd877",
+}

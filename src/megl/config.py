@@ -68,6 +68,10 @@ class SyntheticConfig:
     # fraction of the image
     decoy_style: Literal["grey", "colour"] = "grey"
     decoy_size: float = 0.11
+    # centre: the target near the centre, the decoy in a border corner (Ā, the train mean map, is
+    # then the answer); varied: targets at varied places and scales, the decoy anywhere off the
+    # target (megl.data.synthetic.scene, README "The synthetic benchmark")
+    geometry: Literal["centre", "varied"] = "centre"
     # objects: share of questions that do not ask for the object's identity (the reader filters them)
     off_topic_fraction: float = 0.0
     # actions: samples of one extra, rare activity (the class-size filter removes it)

@@ -1,4 +1,5 @@
-"""Synthetic Action-ME: a stick figure's pose in the centre, written in the ACT-X Park et al. layout.
+"""Synthetic Action-ME: a stick figure's pose, written in the ACT-X Park et al. layout (the figure
+near the centre or anywhere: scene.py geometries).
 
 Class = the activity the pose shows. Activity strings follow MPII's "coarse, fine" form
 ("waving, one hand") so the reader's coarsening option has something to act on; each coarse
@@ -97,13 +98,19 @@ def figure_drawer(pose, cx: float, cy: float, height: float, jitter: np.ndarray)
 def _render(cfg: SyntheticConfig, p: PlannedSample, pose):
     rng = sample_rng(cfg.seed, p.index)
     s = cfg.image_size
-    height = rng.uniform(0.5, 0.6) * s
-    cx, cy = rng.uniform(0.42, 0.58, size=2) * s
+    varied = cfg.geometry == "varied"
+    height = rng.uniform(0.32, 0.48) * s if varied else rng.uniform(0.5, 0.6) * s
+    cx, cy = scene.varied_centre(rng, s, height / 2) if varied else tuple(rng.uniform(0.42, 0.58, size=2) * s)
     draw_target = figure_drawer(pose, cx, cy, height, rng.normal(0, 6, size=9))
     box = (cx - height / 2, cy - height / 2, cx + height / 2, cy + height / 2)
     colour = FIGURE_COLOURS[int(rng.integers(len(FIGURE_COLOURS)))]
-    jpeg, maps = scene.compose(rng, cfg, p.decoy_class, p.has_visual, draw_target, colour, box)
-    return jpeg, maps, box, scene.position_phrase(cx, cy, s), rng
+    if not varied:
+        jpeg, maps = scene.compose(rng, cfg, p.decoy_class, p.has_visual, draw_target, colour, box)
+        return jpeg, maps, box, None, scene.position_phrase(cx, cy, s), rng
+    # the explanations name no colour (the figure's colour is random): decoy hues need avoid none
+    decoy_rgb = scene.varied_decoy_fill(p.decoy_class, cfg.num_classes, cfg.decoy_style, ())
+    jpeg, maps, decoy_box = scene.compose_varied(rng, cfg, decoy_rgb, p.has_visual, draw_target, colour, box)
+    return jpeg, maps, box, decoy_box, scene.varied_position_phrase(cx, cy, s), rng
 
 
 def generate(cfg: SyntheticConfig, split_cfg: SplitConfig, out_dir: Path) -> dict:
@@ -122,7 +129,7 @@ def generate(cfg: SyntheticConfig, split_cfg: SplitConfig, out_dir: Path) -> dic
     with atomic_dir(out_dir) as tmp:
         for p in plan:
             activity, pose, desc = activities[p.class_index] if p.class_index >= 0 else RARE_ACTIVITY
-            jpeg, maps, box, where, rng_s = _render(cfg, p, pose)
+            jpeg, maps, box, decoy_box, where, rng_s = _render(cfg, p, pose)
             iid = f"synth_{p.index:06d}"
             write_bytes(tmp / "images" / f"{iid}.jpg", jpeg)
             n_exp = 1 if p.source_split == "train" else 3
@@ -133,7 +140,7 @@ def generate(cfg: SyntheticConfig, split_cfg: SplitConfig, out_dir: Path) -> dic
             if maps is not None:
                 # ACT-X maps as (H, W, K) .npy, the other accepted layout (objects use (K, H, W) .npz)
                 save_npy(tmp / "visual" / p.source_split / f"{p.sample_id}.npy", np.moveaxis(maps, 0, 2))
-            truth[p.sample_id] = truth_record(p, activity, box)
+            truth[p.sample_id] = truth_record(p, activity, box, decoy_box)
         for split, entries in exp.items():
             write_json(tmp / "textual" / f"exp_{split}_split.json", entries)
         summary = summarise(cfg, names, plan)

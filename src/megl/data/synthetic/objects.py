@@ -1,6 +1,6 @@
-"""Synthetic Object-ME: a coloured shape in the centre, written in the VQA-X Park et al. layout.
+"""Synthetic Object-ME: a large coloured shape, written in the VQA-X Park et al. layout.
 
-Class = (colour, shape) of the large central target. Each sample is a VQA question with ten
+Class = (colour, shape) of the large target (near the centre, or anywhere: scene.py geometries). Each sample is a VQA question with ten
 annotators' answers (mostly the class name in varied surface forms, so answer normalisation and
 the majority vote are exercised), one explanation in train and three in val/test, and, in the
 source val/test splits only, three annotators' heatmaps as an .npz file. A share of questions do
@@ -9,6 +9,7 @@ not ask for the object's identity; extraction's question patterns must filter th
 
 from __future__ import annotations
 
+import colorsys
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,13 @@ QUESTIONS = (
     "What is the object in the center?",
     "What object is in the middle of the picture?",
     "What kind of shape is shown in the center?",
+    "What is this object?",
+)
+# varied geometry: the target is not in the centre, so the questions do not say it is
+QUESTIONS_VARIED = (
+    "What is the object in the picture?",
+    "What object is in the picture?",
+    "What kind of shape is the big one?",
     "What is this object?",
 )
 OFF_TOPIC = (
@@ -77,18 +85,29 @@ def _off_topic_answers(rng: np.random.Generator, answer: str | None) -> list[dic
     return [{"answer": value, "answer_confidence": "yes", "answer_id": k + 1} for k in range(10)]
 
 
+def named_hues(num_classes: int) -> tuple[float, ...]:
+    """Hues (degrees) of the colours the class names and explanations use."""
+    used = sorted({colour for colour, _ in CLASSES[:num_classes]})
+    return tuple(colorsys.rgb_to_hsv(*(c / 255 for c in COLOURS[name]))[0] * 360 for name in used)
+
+
 def _render(cfg: SyntheticConfig, p: PlannedSample, colour: str, shape: str):
     rng = sample_rng(cfg.seed, p.index)
     s = cfg.image_size
-    size = rng.uniform(0.28, 0.36) * s
-    cx, cy = rng.uniform(0.38, 0.62, size=2) * s
+    varied = cfg.geometry == "varied"
+    size = rng.uniform(0.2, 0.34) * s if varied else rng.uniform(0.28, 0.36) * s
+    cx, cy = scene.varied_centre(rng, s, size / 2) if varied else tuple(rng.uniform(0.38, 0.62, size=2) * s)
     box = (cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2)
 
     def draw_target(d: ImageDraw.ImageDraw, scale: float, fill) -> None:
         scene.draw_shape(d, shape, cx * scale, cy * scale, size * scale, fill)
 
-    jpeg, maps = scene.compose(rng, cfg, p.decoy_class, p.has_visual, draw_target, COLOURS[colour], box)
-    return jpeg, maps, box, scene.position_phrase(cx, cy, s), rng
+    if not varied:
+        jpeg, maps = scene.compose(rng, cfg, p.decoy_class, p.has_visual, draw_target, COLOURS[colour], box)
+        return jpeg, maps, box, None, scene.position_phrase(cx, cy, s), rng
+    decoy_rgb = scene.varied_decoy_fill(p.decoy_class, cfg.num_classes, cfg.decoy_style, named_hues(cfg.num_classes))
+    jpeg, maps, decoy_box = scene.compose_varied(rng, cfg, decoy_rgb, p.has_visual, draw_target, COLOURS[colour], box)
+    return jpeg, maps, box, decoy_box, scene.varied_position_phrase(cx, cy, s), rng
 
 
 def generate(cfg: SyntheticConfig, split_cfg: SplitConfig, out_dir: Path) -> dict:
@@ -110,7 +129,7 @@ def generate(cfg: SyntheticConfig, split_cfg: SplitConfig, out_dir: Path) -> dic
     with atomic_dir(out_dir) as tmp:
         for p in plan:
             colour, shape = CLASSES[int(labels[p.index])]
-            jpeg, maps, box, where, rng_s = _render(cfg, p, colour, shape)
+            jpeg, maps, box, decoy_box, where, rng_s = _render(cfg, p, colour, shape)
             coco = "train2014" if p.source_split == "train" else "val2014"
             image_id = 1_000_000 + p.index
             write_bytes(tmp / "images" / f"COCO_{coco}_{image_id:012d}.jpg", jpeg)
@@ -118,7 +137,8 @@ def generate(cfg: SyntheticConfig, split_cfg: SplitConfig, out_dir: Path) -> dic
                 question, answer = OFF_TOPIC[int(rng_s.integers(len(OFF_TOPIC)))]
                 answers = _off_topic_answers(rng_s, answer)
             else:
-                question = QUESTIONS[int(rng_s.integers(len(QUESTIONS)))]
+                asked = QUESTIONS_VARIED if cfg.geometry == "varied" else QUESTIONS
+                question = asked[int(rng_s.integers(len(asked)))]
                 answers = _answers(rng_s, colour, shape)
             questions[coco].append({"image_id": image_id, "question": question, "question_id": int(p.sample_id)})
             annotations[coco].append(
@@ -137,7 +157,7 @@ def generate(cfg: SyntheticConfig, split_cfg: SplitConfig, out_dir: Path) -> dic
             exp[p.source_split][p.sample_id] = [EXPLANATIONS[t].format(**words) for t in templates]
             if maps is not None:
                 write_bytes(tmp / "Annotations" / "visual" / p.source_split / f"{p.sample_id}.npz", npz_bytes({"heatmaps": maps}))
-            truth[p.sample_id] = truth_record(p, f"{colour} {shape}" if p.class_index >= 0 else "", box)
+            truth[p.sample_id] = truth_record(p, f"{colour} {shape}" if p.class_index >= 0 else "", box, decoy_box)
 
         for split, entries in exp.items():
             write_json(tmp / "Annotations" / f"{split}_exp_anno.json", entries)

@@ -77,9 +77,9 @@ def plan_samples(
     return planned
 
 
-def truth_record(p: PlannedSample, label: str, target_box: tuple[float, ...]) -> dict:
+def truth_record(p: PlannedSample, label: str, target_box: tuple[float, ...], decoy_box: tuple[float, ...] | None = None) -> dict:
     """One row of synthetic_truth.json: what the benchmark knows that the raw layout does not say."""
-    return {
+    record = {
         "label": label,
         "final_split": p.final_split,
         "source_split": p.source_split,
@@ -87,6 +87,9 @@ def truth_record(p: PlannedSample, label: str, target_box: tuple[float, ...]) ->
         "decoy_agrees": p.decoy_agrees,
         "target_box": [round(float(v), 2) for v in target_box],
     }
+    if decoy_box is not None:
+        record["decoy_box"] = [round(float(v), 2) for v in decoy_box]
+    return record
 
 
 def summarise(cfg: SyntheticConfig, names: list[str], plan: list[PlannedSample]) -> dict:

@@ -1,10 +1,19 @@
 """Scene pieces shared by the synthetic benchmarks: background, distractors, the border decoy,
 simulated annotators' heatmaps, position words and deterministic JPEG bytes.
 
-The benchmark follows decoy-MNIST (Ross et al. 2017): the class lives in a target in the central
-region; a grey patch in a border corner whose grey level encodes a class agrees with the label in
-most training images and is random elsewhere, so a plain classifier can take the shortcut while a
-model whose saliency is pulled onto the target cannot.
+The benchmark follows decoy-MNIST (Ross et al. 2017): the class lives in a target; a patch whose
+grey level or hue encodes a class agrees with the label in most training images and is random
+elsewhere, so a plain classifier can take the shortcut while a model whose saliency is pulled onto
+the target cannot. Two geometries (params synthetic.<name>.geometry):
+
+centre  the target near the image centre, the decoy in a border corner. The train-split mean map
+        Ā is then the answer: KL(Â || Ā) alone says "not the corner".
+varied  the target's centre drawn per axis from N(0.5, 0.2^2) of the image side (redrawn until
+        the target fits: mildly centre-biased, as objects in photographs), its size over a wider
+        range; the decoy anywhere that does not overlap the target (uniform, redrawn), and its
+        hue kept >= 30 degrees away from every colour a class name or explanation uses, so the
+        explanations never name the decoy's cue. Ā is then a weak prior, and what the
+        explanations say that only the target shows is where it is.
 """
 
 from __future__ import annotations
@@ -105,6 +114,87 @@ def draw_decoy(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int, f
     x = 1 if rng.random() < 0.5 else size - p - 1
     y = 1 if rng.random() < 0.5 else size - p - 1
     draw.rectangle((x, y, x + p - 1, y + p - 1), fill=fill, outline=(0, 0, 0))
+
+
+# varied geometry ----------------------------------------------------------------------------------
+POSITION_SD = 0.2  # of the image side, per axis, around the centre
+DECOY_HUE_MARGIN = 30  # degrees between a decoy hue and any colour the explanations name
+
+
+def varied_centre(rng: np.random.Generator, size: int, half_extent: float) -> tuple[float, float]:
+    """A target centre from N(0.5, POSITION_SD^2) per axis, redrawn until the target fits."""
+    lo, hi = half_extent + 1, size - half_extent - 1
+    for _ in range(100):
+        cx, cy = rng.normal(0.5, POSITION_SD, size=2) * size
+        if lo <= cx <= hi and lo <= cy <= hi:
+            return float(cx), float(cy)
+    return float(np.clip(cx, lo, hi)), float(np.clip(cy, lo, hi))
+
+
+def decoy_hues(num_classes: int, named_hues: tuple[float, ...]) -> list[float]:
+    """num_classes hues (degrees) spread evenly over the circle minus DECOY_HUE_MARGIN around named_hues."""
+    def far(h: int) -> bool:
+        return all(min(abs(h - a) % 360, 360 - abs(h - a) % 360) > DECOY_HUE_MARGIN for a in named_hues)
+
+    allowed = [h for h in range(360) if far(h)]
+    return [float(allowed[int((k + 0.5) * len(allowed) / num_classes)]) for k in range(num_classes)]
+
+
+def varied_decoy_fill(class_index: int, num_classes: int, style: str, named_hues: tuple[float, ...]) -> tuple[int, int, int]:
+    """grey as in the centre geometry; colour: a hue per class, away from every named colour."""
+    if style == "grey":
+        return decoy_fill(class_index, num_classes, style)
+    r, g, b = colorsys.hsv_to_rgb(decoy_hues(num_classes, named_hues)[class_index] / 360.0, 1.0, 1.0)
+    return (round(r * 255), round(g * 255), round(b * 255))
+
+
+def place_decoy(rng: np.random.Generator, size: int, pixels: int, target_box: tuple) -> tuple[float, float, float, float]:
+    """A uniform place for the decoy square that does not touch the target (2 px apart)."""
+    for _ in range(200):
+        x, y = rng.integers(1, size - pixels - 1, size=2, endpoint=True)
+        box = (float(x), float(y), float(x + pixels - 1), float(y + pixels - 1))
+        if not _overlaps(box, [target_box], margin=2):
+            return box
+    # a target too big to avoid by chance: the corner farthest from its centre
+    tx, ty = (target_box[0] + target_box[2]) / 2, (target_box[1] + target_box[3]) / 2
+    corners = [(1, 1), (size - pixels - 1, 1), (1, size - pixels - 1), (size - pixels - 1, size - pixels - 1)]
+    x, y = max(corners, key=lambda c: (c[0] + pixels / 2 - tx) ** 2 + (c[1] + pixels / 2 - ty) ** 2)
+    return (float(x), float(y), float(x + pixels - 1), float(y + pixels - 1))
+
+
+def varied_position_phrase(cx: float, cy: float, size: int) -> str:
+    """Where the target is, by thirds of the image."""
+    fx, fy = cx / size, cy / size
+    horiz = "left" if fx < 1 / 3 else "right" if fx > 2 / 3 else ""
+    vert = "top" if fy < 1 / 3 else "bottom" if fy > 2 / 3 else ""
+    if horiz and vert:
+        return f"in the {vert} {horiz} of the image"
+    if horiz:
+        return f"on the {horiz} of the image"
+    if vert:
+        return f"at the {vert} of the image"
+    return "in the middle of the image"
+
+
+def compose_varied(
+    rng: np.random.Generator,
+    cfg,
+    decoy_rgb: tuple[int, int, int],
+    with_maps: bool,
+    draw_target: DrawTarget,
+    target_fill: tuple[int, int, int],
+    target_box: tuple[float, float, float, float],
+) -> tuple[bytes, np.ndarray | None, tuple[float, float, float, float]]:
+    """compose() for the varied geometry; also returns the decoy's box."""
+    s = cfg.image_size
+    img = background(rng, s)
+    draw = ImageDraw.Draw(img)
+    draw_target(draw, 1.0, target_fill)
+    decoy_box = place_decoy(rng, s, decoy_pixels(s, cfg.decoy_size), target_box)
+    draw.rectangle(decoy_box, fill=decoy_rgb, outline=(0, 0, 0))
+    place_distractors(rng, draw, s, cfg.distractors, [target_box, decoy_box], border=1)
+    maps = annotator_maps(rng, draw_target, s, cfg.map_size) if with_maps else None
+    return jpeg_bytes(img), maps, decoy_box
 
 
 def annotator_maps(
