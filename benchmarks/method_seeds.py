@@ -2,8 +2,10 @@
 
 For every dataset x backbone x variant x seed: train with the pipeline's own loop (megl.train.train,
 the code the DVC stage runs) and score the test split with the evaluation's own functions (test
-accuracy; mIoU of the predicted-class CAM). Prints JSON: every run, then mean / sample std per
-(dataset, backbone, variant), and each variant's change against `baseline`.
+accuracy; mIoU of the predicted-class CAM; on a synthetic benchmark also the CAM's mass inside the
+target's and the decoy's box on every test sample, from synthetic_truth.json). Prints JSON: every
+run, then mean / sample std per (dataset, backbone, variant), and each variant's change against
+`baseline`.
 
 Extra rows show a training parameter's effect with everything else fixed, e.g. the paper-literal
 min-max KL input that made MEGL train worse than no guidance:
@@ -11,7 +13,8 @@ min-max KL input that made MEGL train worse than no guidance:
 
     .venv/bin/python benchmarks/method_seeds.py --seeds 0 1 2 --out metrics/benchmarks/method_seeds.json
 
-Needs the extracted datasets (`make run` or `dvc repro saliency@object_me saliency@action_me`).
+Needs the extracted datasets (`make run` or `dvc repro saliency@object_me saliency@action_me`);
+`--datasets object_me_varied action_me_varied` for the varied geometry.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -33,7 +37,8 @@ sys.path.insert(0, str(REPO / "src"))
 from megl.atomic import write_json  # noqa: E402
 from megl.config import load_params  # noqa: E402
 from megl.data.dataset import ExplanationDataset  # noqa: E402
-from megl.evaluate.localisation import localisation_metrics  # noqa: E402
+from megl.data.extracted import read_manifest  # noqa: E402
+from megl.evaluate.localisation import localisation_metrics, relevance_mass, upsample  # noqa: E402
 from megl.evaluate.run import gt_maps_at_image_size, predict_test_split  # noqa: E402
 from megl.models.load import load_exported  # noqa: E402
 from megl.train import RunPaths, train  # noqa: E402
@@ -60,17 +65,43 @@ def scoped_params(work: Path, train_overrides: dict, tag: str) -> Path:
     return path
 
 
-def score_test_split(model, config: dict, data_dir: Path, params, seed: int) -> dict:
-    """Test accuracy and mIoU of the predicted-class CAM, with the evaluation stage's functions."""
+def box_masses(cams: np.ndarray, sample_ids: list[str], truth_file: Path, size: int, drawn_size: int) -> dict:
+    """Mean share of each CAM (at image size, min-maxed as the evaluation does) inside the target's
+    box and inside the decoy's box (synthetic_truth.json, in the drawn image's pixels; the decoy
+    box only for `varied`)."""
+    truth = json.loads(truth_file.read_text())["samples"]
+    scale = size / drawn_size
+    cams_up = upsample(torch.from_numpy(cams), size)
+    out = {}
+    for key, name in (("target_box", "target_mass"), ("decoy_box", "decoy_mass")):
+        if not all(key in truth[s] for s in sample_ids):
+            continue
+        masks = torch.zeros_like(cams_up)
+        for i, s in enumerate(sample_ids):
+            x0, y0, x1, y1 = (v * scale for v in truth[s][key])
+            masks[i, max(0, int(y0)) : int(np.ceil(y1)) + 1, max(0, int(x0)) : int(np.ceil(x1)) + 1] = 1
+        out[name] = round(float(relevance_mass(cams_up, masks).mean()), 6)
+    return out
+
+
+def score_test_split(model, config: dict, data_dir: Path, params, seed: int, raw_dir: Path) -> dict:
+    """Test accuracy, mIoU of the predicted-class CAM and, on a synthetic benchmark, its mass on the
+    target and on the decoy, with the evaluation stage's functions."""
     test = ExplanationDataset(data_dir, "test", config["grid"], seed=seed)
     pred = predict_test_split(model, test, params.train.eval_batch_size, torch.device("cpu"))
     size = test.images.shape[1]
-    has, gt = gt_maps_at_image_size(data_dir, pred["rows"], size)
+    has, gt = gt_maps_at_image_size(data_dir, pred["rows"], size, len(test.manifest))
     loc = localisation_metrics(torch.from_numpy(pred["cams"][has]), torch.from_numpy(gt), size, params.evaluate.cam_threshold)
-    return {
+    scores = {
         "test_accuracy": round(float((pred["labels"] == pred["preds"]).mean()), 6),
         "miou": round(float(loc["miou"]), 6),
     }
+    truth_file = raw_dir / "synthetic_truth.json"
+    drawn = [c.image_size for c in params.synthetic.values() if Path(c.out_dir).resolve() == raw_dir.resolve()]
+    if truth_file.is_file() and drawn:
+        ids = read_manifest(data_dir, columns=["sample_id"])["sample_id"].to_numpy()[pred["rows"]].tolist()
+        scores |= box_masses(pred["cams"], ids, truth_file, size, drawn[0])
+    return scores
 
 
 def run_one(params_file: Path, dataset: str, backbone: str, variant: str, seed: int, name: str) -> dict:
@@ -82,7 +113,7 @@ def run_one(params_file: Path, dataset: str, backbone: str, variant: str, seed: 
     model, config = load_exported(paths.model_dir)
     return {
         "dataset": dataset, "backbone": backbone, "variant": name, "seed": seed,
-        **score_test_split(model, config, REPO / "data" / dataset, params, seed),
+        **score_test_split(model, config, REPO / "data" / dataset, params, seed, params.dataset(dataset).raw_path),
         "best_val_accuracy": summary["best_val_accuracy"], "best_epoch": summary["best_epoch"],
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -95,7 +126,9 @@ def aggregate(rows: list[dict]) -> list[dict]:
     out = []
     for (d, b, v), rs in groups.items():
         entry = {"dataset": d, "backbone": b, "variant": v, "seeds": len(rs)}
-        for metric in ("test_accuracy", "miou"):
+        for metric in ("test_accuracy", "miou", "target_mass", "decoy_mass"):
+            if not all(metric in r for r in rs):
+                continue
             values = [r[metric] for r in rs]
             entry[metric] = round(statistics.fmean(values), 4)
             entry[f"{metric}_std"] = round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
@@ -106,6 +139,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
         if b is not None:
             e["accuracy_vs_baseline"] = round(e["test_accuracy"] - b["test_accuracy"], 4)
             e["miou_vs_baseline"] = round(e["miou"] - b["miou"], 4)
+            if "target_mass" in e and "target_mass" in b:
+                e["target_mass_vs_baseline"] = round(e["target_mass"] - b["target_mass"], 4)
     return out
 
 
