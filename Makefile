@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv browser run test test-fast lock mlflow-ui prefect-server prefect-serve
+.PHONY: venv browser fashion-mnist run test test-fast lock mlflow-ui prefect-server prefect-serve
 
 venv: $(STAMP)
 
@@ -23,8 +23,18 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-run: venv
+run: venv fashion-mnist
 	$(BIN)/dvc repro
+
+# DecoyFMNIST's source: Debian's dataset-fashion-mnist (the four IDX files), installed like any
+# dependency (as root, or through sudo) unless present. Nothing is downloaded at run time.
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+fashion-mnist:
+	@if [ ! -f $(FASHION_MNIST)/t10k-labels-idx1-ubyte.gz ]; then \
+	    if [ "$$(id -u)" -eq 0 ]; then as_root=""; else as_root="sudo -n"; fi; \
+	    $$as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dataset-fashion-mnist; \
+	fi
 
 # The MLflow UI test drives Debian's headless chromium through its chromedriver: installed from
 # Debian's packages (as root, or through sudo) unless both are already present.
@@ -35,7 +45,7 @@ browser:
 	    $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; \
 	fi
 
-test: venv browser
+test: venv browser fashion-mnist
 	$(BIN)/python -m pytest
 
 test-fast: venv

@@ -213,3 +213,47 @@ def test_real_fashion_mnist_loads():
     assert data["train_images"].shape == (60000, 28, 28) and data["train_labels"].shape == (60000,)
     assert data["test_images"].shape == (10000, 28, 28) and data["test_labels"].shape == (10000,)
     assert np.bincount(data["train_labels"]).tolist() == [6000] * 10
+
+
+def test_generic_layout_through_extraction_and_saliency(tmp_path):
+    """decoy@<name> writes the generic layout; extraction keeps the protocol's train/test (val
+    carved from train), the masks are the object's own pixels (never the patch), the decoy agrees
+    with the label on train only, and the same seed gives the same bytes."""
+    from megl.config import DatasetConfig, LabelConfig, SaliencyConfig, SplitConfig
+    from megl.data.decoy_fmnist import write_generic
+    from megl.data.extract import extract_dataset
+    from megl.data.saliency import build_saliency
+
+    source = tmp_path / "src"
+    source.mkdir()
+    arrays = write_fmnist(source, 200, 60)
+    arrays["train_images"][:, 10:18, 10:18] = 200  # an "object" in the middle
+    arrays["train_images"][:, :, :] = np.where(arrays["train_images"] == 200, 200, 0)
+    for key, name in FILES.items():
+        write_idx(source / name, arrays[key])
+    summary = write_generic(source, tmp_path / "raw", seed=0, visual_fraction=0.5, train_samples=100)
+    assert summary["samples"] == {"train": 100, "test": 60} and summary["decoy_agreement"]["train"] == 1.0
+    again = write_generic(source, tmp_path / "raw2", seed=0, visual_fraction=0.5, train_samples=100)
+    assert again == summary
+    assert (tmp_path / "raw/manifest.jsonl").read_bytes() == (tmp_path / "raw2/manifest.jsonl").read_bytes()
+
+    records = [json.loads(line) for line in (tmp_path / "raw/manifest.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    assert sorted({r["label"] for r in train}) == sorted({r["label"] for r in records})  # every class kept
+    with_map = [r for r in train if "visual" in r]
+    assert 20 <= len(with_map) <= 80 and not any("visual" in r for r in records if r["split"] == "test")
+    truth = json.loads((tmp_path / "raw/decoy_truth.json").read_text())
+    from PIL import Image
+
+    for r in with_map[:10]:
+        mask = np.asarray(Image.open(tmp_path / "raw" / r["visual"]))
+        x0, y0, x1, y1 = truth[r["id"]]["decoy_box"]
+        assert mask[10:18, 10:18].all() and not mask[y0 : y1 + 1, x0 : x1 + 1].any()
+
+    cfg = DatasetConfig(layout="generic", raw_dir=str(tmp_path / "raw"), image_size=32, on_bad_sample="error",
+                        labels=LabelConfig(min_samples_per_class=1, max_classes=10), split_from="source", decode_workers=1)
+    report = extract_dataset("decoy", cfg, SplitConfig(seed=0, val=0.1, test=0.2), tmp_path / "data", tmp_path / "dataset.json")
+    assert report["samples"]["rejected"] == 0
+    assert report["splits"]["test"] == 60 and report["splits"]["train"] + report["splits"]["val"] == 100
+    sal = build_saliency("decoy", cfg, SaliencyConfig(grid_sizes=(8,), eps=1e-8), tmp_path / "data", tmp_path / "sal", tmp_path / "sal.json")
+    assert sal["maps_aggregated"] == len(with_map)

@@ -97,6 +97,26 @@ class SyntheticConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DecoyConfig:
+    """DecoyFMNIST (Ross et al. 2017's decoy protocol on Fashion-MNIST) written in the generic
+    layout by the decoy@<name> stage (megl.data.decoy_fmnist.write_generic)."""
+
+    source_dir: str  # the four IDX files (Debian's dataset-fashion-mnist: /usr/share/datasets/fashion-mnist)
+    out_dir: str
+    seed: int
+    # train samples carrying the object's mask: 1.0 every one; 0.09 as VQA-X's share
+    visual_fraction: float = 1.0
+    # None: all 60,000 (the protocol); else a class-balanced, seeded subset of train (CPU budgets)
+    train_samples: int | None = None
+
+    def validate(self, where: str) -> None:
+        if not 0.0 <= self.visual_fraction <= 1.0:
+            raise ConfigError(f"{where}.visual_fraction: must be in [0, 1], got {self.visual_fraction}")
+        if self.train_samples is not None and not 10 <= self.train_samples <= 60000:
+            raise ConfigError(f"{where}.train_samples: must be in [10, 60000] or null, got {self.train_samples}")
+
+
+@dataclasses.dataclass(frozen=True)
 class LabelConfig:
     """How raw answers / activities become class labels. Defaults are documented in params.yaml."""
 
@@ -393,6 +413,8 @@ class Params:
     compute: ComputeConfig
     # the SDTG head's block as written (exported with each model); load_params checks it as a TextHeadConfig
     text_head: dict[str, Any]
+    # raw data the pipeline makes from installed packages (decoy@<name> stages)
+    decoys: dict[str, DecoyConfig] = dataclasses.field(default_factory=dict)
 
     def validate(self, where: str) -> None:
         self._check_grid_names(self.grid, "grid.{kind}:")
@@ -501,6 +523,10 @@ def _resolve_paths(params: Params, root: Path) -> Params:
         for name, d in params.datasets.items()
     }
     synthetic = {name: dataclasses.replace(s, out_dir=absolute(s.out_dir)) for name, s in params.synthetic.items()}
+    decoys = {
+        name: dataclasses.replace(d, source_dir=absolute(d.source_dir), out_dir=absolute(d.out_dir))
+        for name, d in params.decoys.items()
+    }
     backbones = {name: dataclasses.replace(b, pretrained_path=absolute(b.pretrained_path)) for name, b in params.backbones.items()}
     evaluate = dataclasses.replace(params.evaluate, clipscore_clip_path=absolute(params.evaluate.clipscore_clip_path))
     text_head = dict(params.text_head)
@@ -509,7 +535,7 @@ def _resolve_paths(params: Params, root: Path) -> Params:
             text_head[key] = absolute(text_head[key])
     return dataclasses.replace(
         params, root=root, datasets=datasets, synthetic=synthetic, backbones=backbones, evaluate=evaluate,
-        text_head=text_head,
+        text_head=text_head, decoys=decoys,
     )
 
 
@@ -518,7 +544,7 @@ def check_pipeline(params: Params, source: str | Path = DEFAULT_PARAMS) -> None:
     (or a stage of the pipeline writes them), for every block a DVC stage runs. One ConfigError
     lists every problem, so a user fixes them in one go. The validate stage runs this before any
     other stage may touch an output."""
-    produced = {os.path.normpath(s.out_dir) for s in params.synthetic.values()}
+    produced = {os.path.normpath(s.out_dir) for s in [*params.synthetic.values(), *params.decoys.values()]}
 
     def missing(path: str | None) -> bool:
         if path is None or Path(path).exists():
@@ -531,7 +557,10 @@ def check_pipeline(params: Params, source: str | Path = DEFAULT_PARAMS) -> None:
         for key in ("raw_dir", "image_root", "visual_dir"):
             value = getattr(d, key)
             if missing(value):
-                problems.append(f"datasets.{name}.{key}: {value} does not exist (and no synthetic block writes it)")
+                problems.append(f"datasets.{name}.{key}: {value} does not exist (and no synthetic or decoys block writes it)")
+    for name, d in params.decoys.items():
+        if missing(d.source_dir):
+            problems.append(f"decoys.{name}.source_dir: {d.source_dir} does not exist (Debian's dataset-fashion-mnist: `make fashion-mnist`)")
     for name in params.grid.backbones:
         path = params.backbones[name].pretrained_path
         if missing(path):

@@ -12,6 +12,7 @@ nothing is downloaded, unlike the reference, which fetches them on first use.
 from __future__ import annotations
 
 import gzip
+import json
 import zlib
 from pathlib import Path
 
@@ -125,3 +126,100 @@ def add_decoy(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, 
     out = images.copy()
     out[masks] = np.repeat(patch_grey(classes), PATCH * PATCH)  # masks are C-ordered: 16 per image
     return out, masks
+
+
+# ---------------------------------------------------------------------------------------------
+# DecoyFMNIST in the generic layout (params decoys.<name>, stage decoy@<name>)
+
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+# Templated explanations (three per class), written here, not by annotators: they name what the
+# garment itself shows and never the corner patch, so they are evidence for the object's pixels.
+EXPLANATIONS = {
+    "T-shirt/top": ("short sleeves and a round neckline", "a short top with no collar or buttons", "the sleeves end above the elbow"),
+    "Trouser": ("two long separate legs", "a waistband over two straight legs", "long and narrow, split into two legs"),
+    "Pullover": ("long sleeves and a closed front", "a knitted top with long sleeves and no opening", "long sleeves and a ribbed hem"),
+    "Dress": ("one long piece that widens towards the hem", "a long garment with no split between legs", "a fitted top flowing into a skirt"),
+    "Coat": ("long sleeves and an open front with a zip or buttons", "a long outer garment with a front opening", "heavy long sleeves and a collar"),
+    "Sandal": ("an open shoe made of straps", "a flat sole held on by thin straps", "a low shoe with gaps between straps"),
+    "Shirt": ("a collar and buttons down the front", "long sleeves, a collar and a button placket", "a collared top that opens at the front"),
+    "Sneaker": ("a low closed sports shoe", "a laced shoe with a thick flat sole", "a low shoe covering the foot, seen from the side"),
+    "Bag": ("a rectangular body with a handle", "a box-like shape with a strap on top", "a handle above a wide body"),
+    "Ankle boot": ("a closed shoe rising above the ankle", "a boot with a heel and a high shaft", "a shoe whose top covers the ankle"),
+}
+
+
+def _png(array: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def balanced_subset(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of n samples, n // 10 per class (the remainder to the first classes), seeded."""
+    per_class = [n // N_CLASSES + (1 if c < n % N_CLASSES else 0) for c in range(N_CLASSES)]
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in enumerate(per_class)]
+    return np.sort(np.concatenate(keep))
+
+
+def write_generic(source_dir: Path, out_dir: Path, seed: int, visual_fraction: float, train_samples: int | None = None) -> dict:
+    """DecoyFMNIST as the published protocol makes it (add_decoy: train patch = 255 - 25 y, test a
+    random class's grey; 60k train / 10k test, the source splits), written in the generic layout:
+
+        images/{train,test}/NNNNN.png     the decoyed 28x28 grey images
+        masks/train/NNNNN.png             the object's own pixels (the original image > 0, patch
+                                          excluded), on the first `visual_fraction` of a seeded
+                                          permutation of train (1.0: every train sample)
+        manifest.jsonl                    id, image, label, split (train / test), one templated
+                                          explanation per train sample, three per test sample, visual
+        decoy_truth.json                  per sample: the patch's class and its corner, for analysis
+
+    `train_samples` keeps a class-balanced seeded subset of train (ids keep their source index); the
+    decoys are drawn on all 60,000 first, so a subset's images are those of the full set.
+    """
+    from megl.atomic import atomic_dir, write_bytes, write_json
+
+    data = load_fashion_mnist(source_dir)
+    rng = np.random.default_rng([seed, 0])
+    lines, truth = [], {}
+    with atomic_dir(out_dir) as tmp:
+        for split in ("train", "test"):
+            (tmp / "images" / split).mkdir(parents=True)
+            (tmp / "masks" / split).mkdir(parents=True)
+            images, labels = data[f"{split}_images"], data[f"{split}_labels"]
+            decoyed, masks = add_decoy(images, labels, rng, train=split == "train")
+            with_map = np.zeros(len(images), dtype=bool)
+            if split == "train":
+                with_map[rng.permutation(len(images))[: round(visual_fraction * len(images))]] = True
+            picks = rng.integers(0, 3, size=len(images))
+            kept = np.arange(len(images))
+            if split == "train" and train_samples is not None:
+                kept = balanced_subset(labels, train_samples, np.random.default_rng([seed, 1]))
+            for i in kept:
+                name = f"{split}/{i:05d}.png"
+                label = CLASS_NAMES[int(labels[i])]
+                texts = EXPLANATIONS[label]
+                record = {"id": f"{split}-{i:05d}", "image": name, "label": label, "split": split,
+                          "explanations": [texts[picks[i]]] if split == "train" else list(texts)}
+                # plain writes: the whole folder is swapped in at once (atomic_dir)
+                (tmp / "images" / name).write_bytes(_png(decoyed[i]))
+                if with_map[i]:
+                    own = ((images[i] > 0) & ~masks[i]).astype(np.uint8) * 255
+                    (tmp / "masks" / name).write_bytes(_png(own))
+                    record["visual"] = f"masks/{name}"
+                lines.append(json.dumps(record, sort_keys=True))
+                rows, cols = np.nonzero(masks[i])
+                patch_grey = int(decoyed[i][rows[0], cols[0]])
+                truth[record["id"]] = {"decoy_class": int((255 - patch_grey) // MULT), "decoy_box": [int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())]}
+        write_bytes(tmp / "manifest.jsonl", ("\n".join(lines) + "\n").encode("utf-8"))
+        write_json(tmp / "decoy_truth.json", truth)
+    summary = {"samples": {}, "decoy_agreement": {}, "visual_maps": sum('"visual"' in line for line in lines)}
+    for split in ("train", "test"):
+        ids = [k for k in truth if k.startswith(f"{split}-")]
+        labels = data[f"{split}_labels"]
+        summary["samples"][split] = len(ids)
+        summary["decoy_agreement"][split] = round(float(np.mean([truth[k]["decoy_class"] == int(labels[int(k[-5:])]) for k in ids])), 4)
+    return summary
