@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from megl.layout import RunKey, run_layout
+from tiny_params import grid_datasets_only
 
 pytestmark = pytest.mark.slow
 
@@ -27,6 +28,7 @@ def pipeline(repo, tmp_path, venv_bin):
     params["grid"].update(backbones=["resnet18"], variants=["megl", "baseline"], seeds=[0])
     params["train"].update(epochs=1, batch_size=32)
     params["tracking"]["enabled"] = False
+    grid_datasets_only(params)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
 
