@@ -17,12 +17,12 @@ def main() -> None:
     parser.add_argument("--tolerances", type=Path, default=Path("metrics/tolerances.yaml"))
     parser.add_argument("--rev", default="HEAD", help="the committed metrics to compare against")
     args = parser.parse_args()
-    files, rules = load_tolerances(args.tolerances)
+    tolerances = load_tolerances(args.tolerances)
     # dvc from this interpreter: .ci/run calls the gate without the venv on PATH
     out = subprocess.run([sys.executable, "-m", "dvc", "metrics", "diff", args.rev, "--json", "--all"], capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"check_regression: dvc metrics diff failed: {out.stderr.strip()}")
-    text, ok = report(check(json.loads(out.stdout or "{}"), files, rules))
+    text, ok = report(check(json.loads(out.stdout or "{}"), tolerances))
     print(text, end="")
     sys.exit(0 if ok else 1)
 

@@ -7,10 +7,11 @@ import sys
 
 import pytest
 
-from megl.gate import Rule, check, report
+from megl.gate import Rule, Tolerances, check, report
 
 RULES = {"accuracy": Rule(True, 0.02), "deletion_auc": Rule(False, 0.02), "cider": Rule(True, 0.1)}
 FILES = ["metrics/*/*/megl.json"]
+GATE = Tolerances(FILES, RULES)
 
 
 def diff(**metrics):
@@ -18,12 +19,12 @@ def diff(**metrics):
 
 
 def test_check_directions_and_tolerances():
-    findings = check(diff(accuracy=(0.9, 0.85), deletion_auc=(0.2, 0.21), cider=(1.0, 1.3)), FILES, RULES)
+    findings = check(diff(accuracy=(0.9, 0.85), deletion_auc=(0.2, 0.21), cider=(1.0, 1.3)), GATE)
     kinds = {f.metric: f.kind for f in findings}
     assert kinds == {"accuracy": "regressed", "deletion_auc": "ok", "cider": "improved"}
     text, ok = report(findings)
     assert not ok and "REGRESSED metrics/d/b/megl.json: accuracy 0.9 -> 0.85" in text
-    assert check(diff(deletion_auc=(0.2, 0.25)), FILES, RULES)[0].kind == "regressed"  # lower is better
+    assert check(diff(deletion_auc=(0.2, 0.25)), GATE)[0].kind == "regressed"  # lower is better
 
 
 def test_tolerance_grows_to_the_standard_error_of_small_samples():
@@ -35,7 +36,7 @@ def test_tolerance_grows_to_the_standard_error_of_small_samples():
 
     def judge(metric, old, new, n, count):
         d = {"metrics/d/b/megl.json": {metric: {"old": old, "new": new}, count: {"old": n, "new": n}}}
-        (finding,) = check(d, files, rules)
+        (finding,) = check(d, Tolerances(files, rules))
         return finding
 
     # pointing game over 50 maps: SE(0.5) = 0.0707, tolerance 0.1414
@@ -46,7 +47,7 @@ def test_tolerance_grows_to_the_standard_error_of_small_samples():
     assert judge("accuracy", 0.9, 0.885, 5000, "test_samples").kind == "ok"
     assert judge("accuracy", 0.9, 0.875, 5000, "test_samples").tolerance == 0.02
     # without its count in the file, the absolute tolerance
-    (plain,) = check({"metrics/d/b/megl.json": {"accuracy": {"old": 0.9, "new": 0.87}}}, files, rules)
+    (plain,) = check({"metrics/d/b/megl.json": {"accuracy": {"old": 0.9, "new": 0.87}}}, Tolerances(files, rules))
     assert plain.kind == "regressed" and plain.tolerance == 0.02
 
 
@@ -56,15 +57,59 @@ def test_a_run_at_chance_gates_only_its_accuracy():
     rules = {"accuracy": Rule(True, 0.02), "miou": Rule(True, 0.02)}
     counts = {"test_samples": {"old": 600, "new": 600}, "chance_accuracy": {"old": 0.1, "new": 0.1}}
     d = {"metrics/d/b/megl.json": {"accuracy": {"old": 0.09, "new": 0.085}, "miou": {"old": 0.3, "new": 0.1}} | counts}
-    assert [(f.metric, f.kind) for f in check(d, ["metrics/*/*/megl.json"], rules)] == [("accuracy", "ok")]
+    assert [(f.metric, f.kind) for f in check(d, Tolerances(["metrics/*/*/megl.json"], rules))] == [("accuracy", "ok")]
     above = {"metrics/d/b/megl.json": {"accuracy": {"old": 0.5, "new": 0.5}, "miou": {"old": 0.3, "new": 0.1}} | counts}
-    assert {f.metric: f.kind for f in check(above, ["metrics/*/*/megl.json"], rules)}["miou"] == "regressed"
+    assert {f.metric: f.kind for f in check(above, Tolerances(["metrics/*/*/megl.json"], rules))}["miou"] == "regressed"
+
+
+def test_tolerance_grows_to_the_model_spread_of_its_run_group():
+    """A metric may move by z x the seed-to-seed RMS of its dataset/backbone: a CAM that slides off
+    the target moves every sample at once, beyond the sampling SE."""
+    rules = {"pointing_game": Rule(True, 0.03, "localisation_samples", 2.0, spread_z=3.0)}
+    spreads = {"object_me/vit_b16": {"pointing_game": 0.1}}
+    gate = Tolerances(["metrics/*/*/*/s*/test.json"], rules, spreads)
+
+    def judge(file, old, new):
+        d = {file: {"pointing_game": {"old": old, "new": new}, "localisation_samples": {"old": 50, "new": 50}}}
+        (finding,) = check(d, gate)
+        return finding
+
+    vit, resnet = "metrics/object_me/vit_b16/baseline/s0/test.json", "metrics/object_me/resnet18/baseline/s0/test.json"
+    assert judge(vit, 0.78, 0.50).kind == "ok" and judge(vit, 0.78, 0.50).tolerance == 0.3
+    assert judge(vit, 0.78, 0.47).kind == "regressed"
+    # another group has no spread: two standard errors of 50 samples at 0.78 (0.117167)
+    assert judge(resnet, 0.78, 0.65).kind == "regressed" and judge(resnet, 0.78, 0.65).tolerance == 0.117167
+
+
+def test_calibration_writes_the_rms_seed_difference(tmp_path):
+    """stages/calibrate_gate.py over two metrics folders: RMS over variants per dataset/backbone,
+    runs at chance count for accuracy only."""
+    def write(root, seed, variant, **m):
+        path = root / "d" / "b" / variant / f"s{seed}" / "test.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"test_samples": 100, "chance_accuracy": 0.1, **m}))
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    write(a, 0, "megl", accuracy=0.8, miou=0.5)
+    write(b, 1, "megl", accuracy=0.7, miou=0.3)
+    write(a, 0, "visual", accuracy=0.6, miou=0.4)
+    write(b, 1, "visual", accuracy=0.5, miou=0.4)
+    write(a, 0, "text", accuracy=0.1, miou=0.9)  # at chance: its miou is noise
+    write(b, 1, "text", accuracy=0.12, miou=0.0)
+    out = tmp_path / "spread.json"
+    script = os.path.join(os.path.dirname(__file__), "..", "stages", "calibrate_gate.py")
+    done = subprocess.run([sys.executable, script, "--a", str(a), "--b", str(b), "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    spread = json.loads(out.read_text())
+    assert spread["pairs"] == 3
+    assert spread["groups"]["d/b"]["miou"] == 0.141421  # sqrt((0.2^2 + 0^2) / 2)
+    assert spread["groups"]["d/b"]["accuracy"] == round(((0.01 + 0.01 + 0.0004) / 3) ** 0.5, 6)
 
 
 def test_ungated_files_and_metrics_are_ignored():
     d = diff(accuracy=(0.9, 0.1), latency_ms=(1.0, 9.0))
-    assert check(d, ["metrics/*/*/baseline.json"], RULES) == []
-    assert [f.metric for f in check(d, FILES, RULES)] == ["accuracy"]
+    assert check(d, Tolerances(["metrics/*/*/baseline.json"], RULES)) == []
+    assert [f.metric for f in check(d, GATE)] == ["accuracy"]
 
 
 @pytest.fixture

@@ -112,7 +112,7 @@ def test_train_stage_declares_every_train_param_but_the_seed(repo):
 
 
 def test_gate_covers_test_metrics_only(repo):
-    files, _ = load_tolerances(repo / "metrics" / "tolerances.yaml")
+    files = load_tolerances(repo / "metrics" / "tolerances.yaml").files
     lay = run_layout(Path("."), RunKey("action_me", "resnet18", "visual_text", 2))
 
     def gated(path: Path) -> bool:

@@ -6,19 +6,26 @@ the wrong way. DVC has no threshold of its own, hence this small check.
 
 Same params on the same kind of CPU give byte-identical metrics. On another CPU, float kernels
 differ in their last bits and training from scratch amplifies that into a different run, as another
-seed would; a metric averaged over n test samples then moves by about its standard error. So a
-metric that names its sample count (`samples:` in the tolerances) may move by
-max(tolerance, STANDARD_ERRORS x SE), SE = sqrt(p (1 - p) / n) at the committed value p: the exact
-standard error of a proportion (accuracy, pointing game) and an upper bound for the mean of
-per-sample values in [0, 1] (mIoU, relevance mass, deletion / insertion AUC). A run whose committed
-accuracy is not above chance (megl.chance) is noise throughout: only its accuracy is gated (a run
-that falls to chance from above does fail on accuracy).
+seed would. Two measured spreads bound what such a run may move, and a metric moves too far only
+beyond the largest of three allowances:
+- `tolerance`: the absolute floor per metric;
+- sampling: a metric that names its sample count (`samples:`) may move by `standard_errors` x SE,
+  SE = sqrt(p (1 - p) / n) at the committed value p (the exact SE of a proportion: accuracy,
+  pointing game; an upper bound for a mean of values in [0, 1]: mIoU, relevance mass, AUCs);
+- model spread: `model_spread.z` x the RMS difference between two seeds' runs of the same
+  dataset and backbone over the variants (metrics/model_spread.json, stages/calibrate_gate.py).
+  Training amplifies a last-bit difference into a different model whose test-sample errors are
+  correlated (a CAM that slides off the target moves every sample's pointing game at once), so
+  the sampling SE alone underestimates how far a rerun moves.
+A run whose committed accuracy is not above chance (megl.chance) is noise throughout: only its
+accuracy is gated (a run that falls to chance from above does fail on accuracy).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import json
 import math
 from pathlib import Path
 
@@ -33,12 +40,32 @@ class Rule:
     tolerance: float
     samples: str | None = None  # the metric in the same file that counts the samples this one averages
     standard_errors: float = 0.0  # with `samples`: the tolerance is at least this many standard errors
+    spread_z: float = 0.0  # the tolerance is at least this many model spreads
 
-    def allowed(self, old: float, n) -> float:
-        if self.samples is None or not isinstance(n, (int, float)) or n < 1:
-            return self.tolerance
-        p = min(max(float(old), 0.0), 1.0)
-        return max(self.tolerance, self.standard_errors * math.sqrt(p * (1 - p) / n))
+    def allowed(self, old: float, n=None, spread: float | None = None) -> float:
+        allowed = self.tolerance
+        if self.samples is not None and isinstance(n, (int, float)) and n >= 1:
+            p = min(max(float(old), 0.0), 1.0)
+            allowed = max(allowed, self.standard_errors * math.sqrt(p * (1 - p) / n))
+        if spread is not None:
+            allowed = max(allowed, self.spread_z * spread)
+        return allowed
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerances:
+    files: list[str]  # globs of the gated metric files
+    rules: dict[str, Rule]  # metric name -> rule
+    spreads: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)  # run group -> metric -> RMS
+
+    def spread(self, file: str, metric: str) -> float | None:
+        return self.spreads.get(run_group(file), {}).get(metric)
+
+
+def run_group(file: str) -> str:
+    """`<dataset>/<backbone>` of a run's metrics file (metrics/<d>/<b>/<v>/s<seed>/test.json), else ''."""
+    parts = Path(file).parts
+    return f"{parts[1]}/{parts[2]}" if len(parts) == 6 and parts[0] == "metrics" else ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,16 +84,27 @@ class Finding:
         return f"{self.kind.upper():9s} {self.file}: {self.metric} {self.old} -> {self.new} ({delta:+.6f}, tolerance {self.tolerance})"
 
 
-def load_tolerances(path: Path) -> tuple[list[str], dict[str, Rule]]:
-    """(file globs the gate covers, metric name -> rule)."""
-    raw = yaml.safe_load(Path(path).read_text())
+def load_tolerances(path: Path) -> Tolerances:
+    """The gate's settings; `model_spread.file` is relative to the tolerances file's repository root
+    (the folder above metrics/), as the other paths of the project are."""
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text())
     z = float(raw.get("standard_errors", 0.0))
+    spread_cfg = raw.get("model_spread") or {}
+    spread_z = float(spread_cfg.get("z", 0.0))
     rules = {}
     for name, spec in raw["metrics"].items():
         if spec.get("direction") not in ("higher", "lower") or not isinstance(spec.get("tolerance"), (int, float)):
             raise ValueError(f"{path}: metrics.{name} needs direction: higher|lower and a numeric tolerance")
-        rules[name] = Rule(spec["direction"] == "higher", float(spec["tolerance"]), spec.get("samples"), z)
-    return list(raw["files"]), rules
+        rules[name] = Rule(spec["direction"] == "higher", float(spec["tolerance"]), spec.get("samples"), z, spread_z)
+    spreads = {}
+    if spread_cfg.get("file"):
+        spread_file = path.resolve().parent.parent / spread_cfg["file"]
+        if not spread_file.is_file():
+            raise ValueError(f"{path}: model_spread.file {spread_cfg['file']} not found ({spread_file}); "
+                             "write it with stages/calibrate_gate.py")
+        spreads = json.loads(spread_file.read_text())["groups"]
+    return Tolerances(list(raw["files"]), rules, spreads)
 
 
 def _at_chance(metrics: dict) -> bool:
@@ -78,15 +116,15 @@ def _at_chance(metrics: dict) -> bool:
     return not above_chance(round(old["accuracy"] * n), n, old["chance_accuracy"])
 
 
-def check(diff: dict, files: list[str], rules: dict[str, Rule]) -> list[Finding]:
+def check(diff: dict, tolerances: Tolerances) -> list[Finding]:
     """Judge every gated metric in a `dvc metrics diff --json --all` result."""
     findings = []
     for file, metrics in sorted(diff.get("diff", diff).items()):
-        if not any(fnmatch.fnmatch(file, pattern) for pattern in files):
+        if not any(fnmatch.fnmatch(file, pattern) for pattern in tolerances.files):
             continue
         noise = _at_chance(metrics)
         for name, values in sorted(metrics.items()):
-            rule = rules.get(name.split(".")[-1])
+            rule = tolerances.rules.get(name.split(".")[-1])
             old, new = values.get("old"), values.get("new")
             if rule is None or not isinstance(old, (int, float)) or isinstance(old, bool):
                 continue
@@ -96,7 +134,7 @@ def check(diff: dict, files: list[str], rules: dict[str, Rule]) -> list[Finding]
                 findings.append(Finding(file, name, "missing", old, None))
                 continue
             n = metrics.get(rule.samples, {}).get("old") if rule.samples else None
-            tolerance = round(rule.allowed(old, n), 6)
+            tolerance = round(rule.allowed(old, n, tolerances.spread(file, name)), 6)
             worse = (old - new) if rule.higher_is_better else (new - old)
             kind = "regressed" if worse > tolerance + 1e-12 else "improved" if worse < 0 else "ok"
             findings.append(Finding(file, name, kind, old, new, tolerance))

@@ -1,5 +1,5 @@
-"""Which CPU kernels torch computes with, so that the same params give the same numbers on
-another machine, not only on another launcher.
+"""Which CPU kernels torch computes with: fewer machine-dependent choices, so that another
+machine's numbers are closer to ours (not equal: measured below).
 
 torch picks its kernels by the CPU it finds: AVX-512 or AVX2 vector loops (ATen), oneDNN
 convolutions blocked for the cache sizes, MKL GEMMs tuned per CPU. Each choice sums floats in
@@ -13,9 +13,12 @@ with AVX-512, gave a ViT pointing game of 0.78 and 0.43 for the same params).
     way to get the same GEMM results on different CPUs at a fixed thread count;
   - oneDNN (convolutions) capped at AVX2 (ONEDNN_MAX_CPU_ISA).
 Measured on a 2-core AVX-512 EPYC: no slower than native for the tiny ResNet (29.6 s vs 33.3 s for
-a MEGL run; turning oneDNN off altogether cost 1.6x). What stays machine-dependent: oneDNN may
-block a convolution by the cache sizes, so two CPUs with different caches can still differ; the
-regression gate's noise model (src/megl/gate.py) covers that.
+a MEGL run; turning oneDNN off altogether cost 1.6x). Not enough for equal numbers across CPU
+vendors: the same portable run on that AMD EPYC and on an Intel Xeon (Sapphire Rapids) differed
+from the 5th significant digit of the first epoch's loss (what else differs is not pinned down:
+oneDNN's cache-dependent blocking, libm, MKL's CNR outside GEMM). The same CPU model does give
+byte-identical numbers; across CPUs the regression gate's model-spread allowance
+(src/megl/gate.py) covers the rest.
 `native` lets torch choose (fastest on a big CPU, machine-dependent numbers).
 Both are read when torch runs its first operation, so `pin` must come before any tensor op.
 """
