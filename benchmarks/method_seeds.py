@@ -14,7 +14,7 @@ min-max KL input that made MEGL train worse than no guidance:
     .venv/bin/python benchmarks/method_seeds.py --seeds 0 1 2 --out metrics/benchmarks/method_seeds.json
 
 Needs the extracted datasets (`make run` or `dvc repro saliency@object_me saliency@action_me`);
-`--datasets object_me_varied action_me_varied` for the varied geometry.
+`--datasets NAME ...` for datasets added to params.yaml (e.g. a synthetic block with `geometry: varied`).
 """
 
 from __future__ import annotations
