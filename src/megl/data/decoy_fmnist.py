@@ -12,11 +12,15 @@ nothing is downloaded, unlike the reference, which fetches them on first use.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import zlib
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
+from megl.atomic import atomic_dir, write_bytes, write_json
 
 from megl.data.records import DataError
 
@@ -149,10 +153,6 @@ EXPLANATIONS = {
 
 
 def _png(array: np.ndarray) -> bytes:
-    import io
-
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG", optimize=False, compress_level=6)
     return buf.getvalue()
@@ -180,8 +180,6 @@ def write_generic(source_dir: Path, out_dir: Path, seed: int, visual_fraction: f
     `train_samples` keeps a class-balanced seeded subset of train (ids keep their source index); the
     decoys are drawn on all 60,000 first, so a subset's images are those of the full set.
     """
-    from megl.atomic import atomic_dir, write_bytes, write_json
-
     data = load_fashion_mnist(source_dir)
     rng = np.random.default_rng([seed, 0])
     lines, truth = [], {}
