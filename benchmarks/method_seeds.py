@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO / "src"))
 from megl.atomic import write_json  # noqa: E402
 from megl.config import load_params  # noqa: E402
 from megl.data.dataset import ExplanationDataset  # noqa: E402
+from megl.data.decoy_fmnist import SIDE as FMNIST_SIDE  # noqa: E402
 from megl.data.extracted import read_manifest  # noqa: E402
 from megl.evaluate.localisation import localisation_metrics, relevance_mass, upsample  # noqa: E402
 from megl.evaluate.run import gt_maps_at_image_size, predict_test_split  # noqa: E402
@@ -69,7 +70,8 @@ def box_masses(cams: np.ndarray, sample_ids: list[str], truth_file: Path, size: 
     """Mean share of each CAM (at image size, min-maxed as the evaluation does) inside the target's
     box and inside the decoy's box (synthetic_truth.json, in the drawn image's pixels; the decoy
     box only for `varied`)."""
-    truth = json.loads(truth_file.read_text())["samples"]
+    truth = json.loads(truth_file.read_text())
+    truth = truth.get("samples", truth)  # synthetic_truth.json nests them; decoy_truth.json does not
     scale = size / drawn_size
     cams_up = upsample(torch.from_numpy(cams), size)
     out = {}
@@ -95,9 +97,12 @@ def score_test_split(model, config: dict, data_dir: Path, params, seed: int, raw
     scores = {
         "test_accuracy": round(float((pred["labels"] == pred["preds"]).mean()), 6),
         "miou": round(float(loc["miou"]), 6),
+        "relevance_mass": round(float(loc["relevance_mass"]), 6),  # on the GT maps (test samples with one)
     }
-    truth_file = raw_dir / "synthetic_truth.json"
     drawn = [c.image_size for c in params.synthetic.values() if Path(c.out_dir).resolve() == raw_dir.resolve()]
+    truth_file = raw_dir / "synthetic_truth.json"
+    if not truth_file.is_file():
+        truth_file, drawn = raw_dir / "decoy_truth.json", [FMNIST_SIDE]  # DecoyFMNIST: the patch's box
     if truth_file.is_file() and drawn:
         ids = read_manifest(data_dir, columns=["sample_id"])["sample_id"].to_numpy()[pred["rows"]].tolist()
         scores |= box_masses(pred["cams"], ids, truth_file, size, drawn[0])
@@ -126,7 +131,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     out = []
     for (d, b, v), rs in groups.items():
         entry = {"dataset": d, "backbone": b, "variant": v, "seeds": len(rs)}
-        for metric in ("test_accuracy", "miou", "target_mass", "decoy_mass"):
+        for metric in ("test_accuracy", "miou", "relevance_mass", "target_mass", "decoy_mass"):
             if not all(metric in r for r in rs):
                 continue
             values = [r[metric] for r in rs]
@@ -139,8 +144,9 @@ def aggregate(rows: list[dict]) -> list[dict]:
         if b is not None:
             e["accuracy_vs_baseline"] = round(e["test_accuracy"] - b["test_accuracy"], 4)
             e["miou_vs_baseline"] = round(e["miou"] - b["miou"], 4)
-            if "target_mass" in e and "target_mass" in b:
-                e["target_mass_vs_baseline"] = round(e["target_mass"] - b["target_mass"], 4)
+            for metric in ("relevance_mass", "target_mass", "decoy_mass"):
+                if metric in e and metric in b:
+                    e[f"{metric}_vs_baseline"] = round(e[metric] - b[metric], 4)
     return out
 
 

@@ -19,18 +19,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser, seed_help="the run's training seed")
     args = parser.parse_args()
-    from megl.data.records import DataError
-    from megl.evaluate.run import EvalPaths, evaluate
-
     params, key = resolve_run(args, "evaluate")
     layout = run_layout(params.root, key)
     config_file = layout.model_dir / "config.json"
+    meteor = None
     if config_file.is_file():
-        trained_seed = json.loads(config_file.read_text()).get("train", {}).get("seed")
+        config = json.loads(config_file.read_text())
+        trained_seed = config.get("train", {}).get("seed")
         if trained_seed != key.seed:
             sys.exit(f"evaluate: {layout.relative(config_file)} was trained with seed {trained_seed}, not {key.seed}")
+        if config.get("variant_terms", {}).get("text"):
+            # METEOR's JVM loads its paraphrase table (~6 s) on the other core while torch and
+            # transformers import (~8 s, one core): make run is ~2 min shorter
+            from megl.evaluate.text import start_meteor
+
+            meteor = start_meteor()
+    from megl.data.records import DataError
+    from megl.evaluate.run import EvalPaths, evaluate
+
     try:
-        metrics = evaluate(params, key.dataset, key.backbone, key.variant, EvalPaths.for_run(params.root, key))
+        metrics = evaluate(params, key.dataset, key.backbone, key.variant, EvalPaths.for_run(params.root, key), meteor)
     except (FileNotFoundError, TimeoutError, DataError) as exc:
         sys.exit(f"evaluate: {exc}")
     print(json.dumps(metrics))

@@ -34,6 +34,7 @@ FILES = {
 # The reference's decoy: a PATCH x PATCH square whose grey encodes the class as 255 - MULT * class.
 PATCH = 4
 MULT = 25
+SIDE = 28  # Fashion-MNIST images are SIDE x SIDE
 N_CLASSES = 10
 _UBYTE = 0x08  # IDX type code of unsigned bytes, the only one the MNIST family uses
 
@@ -170,9 +171,11 @@ def write_generic(source_dir: Path, out_dir: Path, seed: int, visual_fraction: f
     random class's grey; 60k train / 10k test, the source splits), written in the generic layout:
 
         images/{train,test}/NNNNN.png     the decoyed 28x28 grey images
-        masks/train/NNNNN.png             the object's own pixels (the original image > 0, patch
+        masks/{train,test}/NNNNN.png      the object's own pixels (the original image > 0, patch
                                           excluded), on the first `visual_fraction` of a seeded
-                                          permutation of train (1.0: every train sample)
+                                          permutation of train (1.0: every train sample) and on
+                                          every test sample (the ground truth of mIoU and
+                                          relevance mass; training never reads test)
         manifest.jsonl                    id, image, label, split (train / test), one templated
                                           explanation per train sample, three per test sample, visual
         decoy_truth.json                  per sample: the patch's class and its corner, for analysis
@@ -189,8 +192,9 @@ def write_generic(source_dir: Path, out_dir: Path, seed: int, visual_fraction: f
             (tmp / "masks" / split).mkdir(parents=True)
             images, labels = data[f"{split}_images"], data[f"{split}_labels"]
             decoyed, masks = add_decoy(images, labels, rng, train=split == "train")
-            with_map = np.zeros(len(images), dtype=bool)
+            with_map = np.ones(len(images), dtype=bool)
             if split == "train":
+                with_map[:] = False
                 with_map[rng.permutation(len(images))[: round(visual_fraction * len(images))]] = True
             picks = rng.integers(0, 3, size=len(images))
             kept = np.arange(len(images))

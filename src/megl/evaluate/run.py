@@ -82,13 +82,38 @@ def gt_maps_at_image_size(data_dir: Path, rows: np.ndarray, size: int, n_rows: i
     return Saliency(data_dir, size, n_rows, need_mean=False).maps_for(rows)
 
 
-def evaluate(params: Params, dataset: str, backbone: str, variant: str, paths: EvalPaths) -> dict:
-    cfg: EvaluateConfig = params.evaluate
+def evaluate(params: Params, dataset: str, backbone: str, variant: str, paths: EvalPaths, meteor=None) -> dict:
+    """`meteor`: a scorer from megl.evaluate.text.start_meteor(), started by the caller before its
+    imports so that its JVM loads on the otherwise idle core (else one starts here); closed here."""
+    try:
+        return _evaluate_model(params, dataset, backbone, variant, paths, meteor)
+    finally:
+        if meteor is not None:
+            meteor.close()
+
+
+def _evaluate_model(params: Params, dataset: str, backbone: str, variant: str, paths: EvalPaths, meteor) -> dict:
     torch.manual_seed(params.train.seed)
     torch.use_deterministic_algorithms(True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, config = load_exported(paths.model_dir)
     model.to(device)
+    if model.text_head is None and meteor is not None:
+        meteor.close()
+        meteor = None
+    elif model.text_head is not None and meteor is None:
+        from megl.evaluate.text import start_meteor
+
+        meteor = start_meteor()  # its JVM loads while the test split is predicted
+    try:
+        return _score(params, dataset, backbone, variant, paths, model, config, device, meteor)
+    finally:
+        if meteor is not None:
+            meteor.close()
+
+
+def _score(params: Params, dataset, backbone, variant, paths: EvalPaths, model, config, device, meteor) -> dict:
+    cfg: EvaluateConfig = params.evaluate
     data_dir = params.root / "data" / dataset
     test_set = ExplanationDataset(data_dir, "test", config["grid"], seed=params.train.seed)
     size = test_set.images.shape[1]
@@ -124,7 +149,7 @@ def evaluate(params: Params, dataset: str, backbone: str, variant: str, paths: E
         hypotheses = {str(i): g for i, g in enumerate(pred["generated"])}
         # the tokenizer lower-cases, so references are compared lower-cased too
         refs_lower = {k: [r.lower() for r in v] for k, v in references.items()}
-        text = score_explanations(hypotheses, refs_lower, timeout_s=cfg.java_timeout_s, spice=cfg.spice)
+        text = score_explanations(hypotheses, refs_lower, timeout_s=cfg.java_timeout_s, spice=cfg.spice, meteor=meteor)
         metrics |= {k: v for k, v in text.items() if not k.startswith("seconds_") and k != "jvm_starts"}
         metrics |= clipscore(test_set, pred["generated"], cfg, device)
 

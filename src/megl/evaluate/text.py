@@ -243,18 +243,27 @@ def missing_spice_jars() -> list[str]:
 # ----------------------------------------------------------------------------- scoring
 
 
+def start_meteor():
+    """A METEOR scorer whose JVM starts now: it spends ~6 s loading its paraphrase table, which
+    overlaps whatever the caller does before score_explanations(..., meteor=this). The caller
+    closes it (close() is idempotent; score_explanations closes it too)."""
+    return _meteor_class()()
+
+
 def score_explanations(
     hypotheses: dict[str, str],
     references: dict[str, list[str]],
     *,
     timeout_s: float = 120.0,
     spice: bool = True,
+    meteor=None,
 ) -> dict:
     """Score generated explanations against references over a whole split, in one evaluation.
 
     hypotheses: {sample_id: text}; references: {sample_id: [text, ...]} with >= 1 reference per
     hypothesis id (references of other ids are ignored). timeout_s bounds every Java call
-    (tokenizer, METEOR, SPICE). BLEU is pycocoevalcap's corpus BLEU ("closest" reference
+    (tokenizer, METEOR, SPICE). `meteor`: a scorer from start_meteor() (else one starts here).
+    BLEU is pycocoevalcap's corpus BLEU ("closest" reference
     length), METEOR its corpus aggregate, ROUGE-L and CIDEr(-D) means over samples.
 
     Returns a flat dict: bleu_1..bleu_4, meteor, rouge_l, cider, spice (None when not run),
@@ -288,7 +297,7 @@ def score_explanations(
     seconds["bleu"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    meteor_scorer = _meteor_class()()  # starts the METEOR JVM
+    meteor_scorer = meteor if meteor is not None else start_meteor()
     jvm_starts += 1
     try:
         meteor, _ = _in_thread(
