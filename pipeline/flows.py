@@ -15,7 +15,7 @@ seeds (None = params.yaml `grid`), at most `max_parallel` runs at once (None = p
    A failed run is retried (params `sweep.retries`, `sweep.retry_delay_s`), then fails its task
    only: the other runs go on.
 3. Tables: `python stages/tables.py` restricted to the sweep's runs, from whatever finished,
-   written to results/sweeps/<flow run>/tables/ (metrics/tables stays what `dvc repro` made).
+   written to results/sweeps/<flow run>/tables/ (tables/ stays what `dvc repro` made).
 4. The summary (finished runs, failed runs with the tail of their output, the tables folder) is
    logged and returned. The flow run ends Completed when every run finished, Failed (with the
    summary as its message) when any failed.

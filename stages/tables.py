@@ -1,4 +1,4 @@
-"""DVC stage: the paper's tables from metrics JSON alone -> metrics/tables/*.{md,csv,tex}.
+"""DVC stage: the paper's tables from metrics JSON alone -> tables/*.{md,csv,tex}.
 
 Reads metrics/<d>/<b>/<v>/s<seed>/test.json (and efficiency.json) for every run of the grid
 (params `grid`, or the overrides below). A run without test metrics is reported on stdout
@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", metavar="NAME", help="default: params grid.backbones")
     parser.add_argument("--variants", nargs="+", metavar="NAME", help="default: params grid.variants")
     parser.add_argument("--seeds", nargs="+", type=int, metavar="N", help="default: params grid.seeds")
-    parser.add_argument("--out", type=Path, help="output folder (default: metrics/tables under the params folder)")
+    parser.add_argument("--out", type=Path, help="output folder (default: tables/ under the params folder)")
     args = parser.parse_args()
     try:
         params = load_params(args.params)
@@ -35,7 +35,7 @@ def main() -> None:
     total = len(runs.test) + len(runs.missing)
     if not runs.test:
         sys.exit(f"tables: none of the {total} runs has test metrics under {params.root / 'metrics'}; nothing to tabulate")
-    out = args.out or params.root / "metrics" / "tables"
+    out = args.out or params.root / "tables"
     write_tables(build_tables(runs), out)
     print(f"tables: {len(runs.test)} of {total} runs found, {len(runs.missing)} missing -> {out}")
 

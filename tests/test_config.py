@@ -18,7 +18,12 @@ def default_params(repo):
 
 def test_repository_params_load(repo):
     params = load_params(repo / "params.yaml")
-    assert set(params.datasets) == {"object_me", "action_me"}
+    assert set(params.datasets) == {"object_me", "action_me", "object_me_varied", "action_me_varied", "decoy_fmnist"}
+    assert params.grid.datasets == ("object_me_varied", "action_me_varied")
+    assert params.synthetic_source("object_me_varied").geometry == "varied"
+    assert params.synthetic_source("object_me").geometry == "centre"
+    assert params.dataset("decoy_fmnist").layout == "generic" and params.dataset("decoy_fmnist").split_from == "source"
+    assert params.decoys["decoy_fmnist"].train_samples == 6000
     assert params.dataset("object_me").task == "objects"
     assert params.dataset("action_me").labels.coarsen is True
     assert params.synthetic_source("object_me").decoy_agreement == 1.0

@@ -70,9 +70,9 @@ def test_repro_builds_everything_then_is_a_no_op(pipeline):
             assert 0 <= metrics["accuracy"] <= 1 and ("bleu_4" in metrics) == (variant == "megl")
             assert lay.efficiency.is_file() and lay.history.is_file() and lay.per_class_f1.is_file() and lay.confusion.is_file()
             assert (lay.results_dir / "predictions.parquet").is_file()
-    tables = sorted(p.name for p in (work / "metrics" / "tables").iterdir())
+    tables = sorted(p.name for p in (work / "tables").iterdir())
     assert len(tables) == 18 and "table2.md" in tables
-    table2 = (work / "metrics" / "tables" / "table2.md").read_text()
+    table2 = (work / "tables" / "table2.md").read_text()
     assert "| ResNet18 (tiny) | MEGL |" in table2 and "| ResNet18 (tiny) | - |" in table2
     again = dvc("repro")
     assert ran(again) == set() and "Data and pipelines are up to date" in again
@@ -99,7 +99,7 @@ def test_repro_builds_everything_then_is_a_no_op(pipeline):
     s1 = run_layout(work, RunKey("object_me", "resnet18", "megl", 1))
     assert json.loads((s1.model_dir / "config.json").read_text())["train"]["seed"] == 1
     assert json.loads(s1.test_metrics.read_text())["seed"] == 1
-    table4 = (work / "metrics" / "tables" / "table4.md").read_text()
+    table4 = (work / "tables" / "table4.md").read_text()
     assert "over 2 seeds" in table4 and "| Object-ME | ResNet18 (tiny) | MEGL | " in table4
     megl = next(line for line in table4.splitlines() if line.startswith("| Object-ME | ResNet18 (tiny) | MEGL | "))
     assert megl.count(" ± ") == 2 and megl.endswith(" | 2 |")  # accuracy and mIoU: mean ± std over 2 seeds
@@ -109,7 +109,7 @@ def test_repro_builds_everything_then_is_a_no_op(pipeline):
     params["grid"]["seeds"] = [1]
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert ran(dvc("repro")) == {"validate", "tables"}
-    assert (work / "metrics" / "tables" / "table4.md").read_text().count(" | 1 |") == 4
+    assert (work / "tables" / "table4.md").read_text().count(" | 1 |") == 4
 
     metrics = json.loads(dvc("metrics", "show", "--json"))
     assert metrics  # the reports are DVC metrics

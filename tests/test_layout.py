@@ -120,4 +120,4 @@ def test_gate_covers_test_metrics_only(repo):
 
     assert gated(lay.test_metrics) and gated(dataset_report(Path("."), "action_me"))
     assert not gated(lay.efficiency) and not gated(lay.train_metrics)
-    assert not gated(Path("metrics/action_me/saliency.json")) and not gated(Path("metrics/tables/table2.csv"))
+    assert not gated(Path("metrics/action_me/saliency.json")) and not gated(Path("tables/table2.csv"))

@@ -170,10 +170,10 @@ def test_stage_partial_grid(repo, tmp_path):
     lines = out.stdout.splitlines()
     assert lines[:5] == [f"missing: object_me/vit_b16/{v}/s1 (metrics/object_me/vit_b16/{v}/s1/test.json)" for v in VARIANTS]
     assert lines[5].startswith("tables: 15 of 20 runs found, 5 missing -> ")
-    md4 = (tmp_path / "metrics/tables/table4.md").read_text()
+    md4 = (tmp_path / "tables/table4.md").read_text()
     assert "| Object-ME | ResNet18 (tiny) | MEGL | 0.7700 ± 0.0424 | - | 0.3300 ± 0.0424 | - | 2 |" in md4
     assert "| Object-ME | ViT-B/16 (tiny) | MEGL | 0.8400 | - | 0.3000 | - | 1 |" in md4
-    first = {p.name: p.read_bytes() for p in (tmp_path / "metrics/tables").iterdir()}
+    first = {p.name: p.read_bytes() for p in (tmp_path / "tables").iterdir()}
 
     # overrides narrow the grid: seed 0 only, two variants, into another folder
     out = run_tables(repo, "--params", str(params), "--seeds", "0", "--variants", "megl", "baseline", "--out", str(tmp_path / "t"))
@@ -183,7 +183,7 @@ def test_stage_partial_grid(repo, tmp_path):
 
     # same inputs, same bytes
     assert run_tables(repo, "--params", str(params)).returncode == 0
-    assert {p.name: p.read_bytes() for p in (tmp_path / "metrics/tables").iterdir()} == first
+    assert {p.name: p.read_bytes() for p in (tmp_path / "tables").iterdir()} == first
 
 
 def test_stage_without_any_run_fails_clearly(repo, tmp_path):
@@ -191,6 +191,6 @@ def test_stage_without_any_run_fails_clearly(repo, tmp_path):
     out = run_tables(repo, "--params", str(params), "--backbones", "resnet18")
     assert out.returncode == 1
     assert out.stdout.count("missing: ") == 5 and "none of the 5 runs has test metrics" in out.stderr
-    assert not (tmp_path / "metrics/tables").exists()
+    assert not (tmp_path / "tables").exists()
     out = run_tables(repo, "--params", str(params), "--variants", "nope")
     assert out.returncode == 1 and "--variants ['nope'] not defined" in out.stderr

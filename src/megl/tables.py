@@ -33,7 +33,8 @@ from megl.atomic import write_bytes
 from megl.chance import ALPHA, runs_above_chance
 from megl.layout import RunKey, RunLayout, dataset_report, grid_runs, run_layout
 
-DATASET_NAMES = {"object_me": "Object-ME", "action_me": "Action-ME"}
+DATASET_NAMES = {"object_me": "Object-ME", "action_me": "Action-ME", "object_me_varied": "Object-ME (varied)",
+                 "action_me_varied": "Action-ME (varied)", "decoy_fmnist": "DecoyFMNIST"}
 BACKBONE_NAMES = {"resnet18": "ResNet18", "vit_b16": "ViT-B/16"}
 # Table 2 / 4 rows in the paper's order: the plain backbone first, MEGL last
 METHOD_ORDER = ["baseline", "visual", "text", "visual_text", "megl"]
