@@ -92,6 +92,7 @@ def tiny_repo(work: Path) -> Path:
                               gallery_samples=4)
     params["tracking"].update(enabled=True, gallery_samples=4)
     params["sweep"].update(max_parallel=2, retries=0, retry_delay_s=0)
+    params["grid"]["datasets"] = GRID["datasets"]
     grid_datasets_only(params)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = subprocess.run([str(VENV_BIN / "dvc"), "init", "--no-scm", "-q"], cwd=work, capture_output=True, text=True,

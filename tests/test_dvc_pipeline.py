@@ -25,7 +25,7 @@ def pipeline(repo, tmp_path, venv_bin):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for block in params["synthetic"].values():
         block.update(num_samples=300, map_size=24)
-    params["grid"].update(backbones=["resnet18"], variants=["megl", "baseline"], seeds=[0])
+    params["grid"].update(datasets=["object_me", "action_me"], backbones=["resnet18"], variants=["megl", "baseline"], seeds=[0])
     params["train"].update(epochs=1, batch_size=32)
     params["tracking"]["enabled"] = False
     grid_datasets_only(params)
