@@ -13,6 +13,10 @@ min-max KL input that made MEGL train worse than no guidance:
 
     .venv/bin/python benchmarks/method_seeds.py --seeds 0 1 2 --out metrics/benchmarks/method_seeds.json
 
+A probe (not a pipeline option): `probe_no_image_tokens=true` in an --extra row trains with the SDTG
+prefix's full-image tokens v_I made constant (the backbone features fed to W_I zeroed), so the text
+head sees the image only through I ⊙ Â; e.g. --extra text_noimg=text:probe_no_image_tokens=true.
+
 Needs the extracted datasets (`make run` or `dvc repro saliency@object_me saliency@action_me`);
 `--datasets NAME ...` for datasets added to params.yaml (e.g. a synthetic block with `geometry: varied`).
 """
@@ -20,6 +24,7 @@ Needs the extracted datasets (`make run` or `dvc repro saliency@object_me salien
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -42,6 +47,7 @@ from megl.data.extracted import read_manifest  # noqa: E402
 from megl.evaluate.localisation import localisation_metrics, relevance_mass, upsample  # noqa: E402
 from megl.evaluate.run import gt_maps_at_image_size, predict_test_split  # noqa: E402
 from megl.models.load import load_exported  # noqa: E402
+from megl.models.sdtg import SDTGHead  # noqa: E402
 from megl.train import RunPaths, train  # noqa: E402
 
 
@@ -54,6 +60,24 @@ def parse_extra(spec: str) -> tuple[str, str, dict]:
         key, value = item.split("=", 1)
         overrides[key] = yaml.safe_load(value)
     return name, variant, overrides
+
+
+@contextlib.contextmanager
+def without_image_tokens(active: bool):
+    """While active, SDTGHead.prefix gets zero backbone features: v_I = W_I(0), a constant."""
+    if not active:
+        yield
+        return
+    original = SDTGHead.prefix
+
+    def prefix(self, images, cam, features):
+        return original(self, images, cam, torch.zeros_like(features))
+
+    SDTGHead.prefix = prefix
+    try:
+        yield
+    finally:
+        SDTGHead.prefix = original
 
 
 def scoped_params(work: Path, train_overrides: dict, tag: str) -> Path:
@@ -109,12 +133,13 @@ def score_test_split(model, config: dict, data_dir: Path, params, seed: int, raw
     return scores
 
 
-def run_one(params_file: Path, dataset: str, backbone: str, variant: str, seed: int, name: str) -> dict:
+def run_one(params_file: Path, dataset: str, backbone: str, variant: str, seed: int, name: str, probe: bool = False) -> dict:
     params = load_params(params_file).with_seed(seed)
     run = Path(dataset) / backbone / name / f"s{seed}"
     paths = RunPaths(params.root / "models" / run, params.root / "checkpoints" / run, params.root / "metrics" / run / "train.json")
     t0 = time.perf_counter()
-    summary = train(params, dataset, backbone, variant, paths)
+    with without_image_tokens(probe):
+        summary = train(params, dataset, backbone, variant, paths)
     model, config = load_exported(paths.model_dir)
     return {
         "dataset": dataset, "backbone": backbone, "variant": name, "seed": seed,
@@ -172,8 +197,10 @@ def main() -> None:
             for dataset in datasets:
                 for backbone in backbones:
                     for name, variant, overrides in variants:
+                        overrides = dict(overrides)
+                        probe = bool(overrides.pop("probe_no_image_tokens", False))
                         params_file = scoped_params(work, overrides, name)
-                        rows.append(run_one(params_file, dataset, backbone, variant, seed, name))
+                        rows.append(run_one(params_file, dataset, backbone, variant, seed, name, probe))
                         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     result = {"runs": rows, "summary": aggregate(rows), "torch_threads": torch.get_num_threads()}
     if args.out:
