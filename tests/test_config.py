@@ -100,6 +100,7 @@ def test_pipeline_check_lists_every_missing_folder(repo, tmp_path):
     raw["datasets"]["object_me"]["raw_dir"] = "data/raw/typo"
     raw["datasets"]["action_me"]["image_root"] = "/nowhere/images"
     raw["backbones"]["vit_b16"]["pretrained_path"] = "weights/vit"
+    raw["grid"]["backbones"] = ["resnet18", "vit_b16"]  # only the grid's backbones are loaded
     raw["evaluate"]["clipscore_clip_path"] = "weights/clip"
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
