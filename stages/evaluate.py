@@ -30,7 +30,7 @@ def main() -> None:
             sys.exit(f"evaluate: {layout.relative(config_file)} was trained with seed {trained_seed}, not {key.seed}")
         if config.get("variant_terms", {}).get("text"):
             # METEOR's JVM loads its paraphrase table (~6 s) on the other core while torch and
-            # transformers import (~8 s, one core): make run is ~2 min shorter
+            # transformers import (~8 s, one core): ~4 s less per text run on two cores
             from megl.evaluate.text import start_meteor
 
             meteor = start_meteor()

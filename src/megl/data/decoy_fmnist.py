@@ -192,10 +192,11 @@ def write_generic(source_dir: Path, out_dir: Path, seed: int, visual_fraction: f
             (tmp / "masks" / split).mkdir(parents=True)
             images, labels = data[f"{split}_images"], data[f"{split}_labels"]
             decoyed, masks = add_decoy(images, labels, rng, train=split == "train")
-            with_map = np.ones(len(images), dtype=bool)
             if split == "train":
-                with_map[:] = False
+                with_map = np.zeros(len(images), dtype=bool)
                 with_map[rng.permutation(len(images))[: round(visual_fraction * len(images))]] = True
+            else:
+                with_map = np.ones(len(images), dtype=bool)  # test: every mask scores the CAMs
             picks = rng.integers(0, 3, size=len(images))
             kept = np.arange(len(images))
             if split == "train" and train_samples is not None:

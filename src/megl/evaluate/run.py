@@ -86,26 +86,18 @@ def evaluate(params: Params, dataset: str, backbone: str, variant: str, paths: E
     """`meteor`: a scorer from megl.evaluate.text.start_meteor(), started by the caller before its
     imports so that its JVM loads on the otherwise idle core (else one starts here); closed here."""
     try:
-        return _evaluate_model(params, dataset, backbone, variant, paths, meteor)
-    finally:
-        if meteor is not None:
+        torch.manual_seed(params.train.seed)
+        torch.use_deterministic_algorithms(True)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model, config = load_exported(paths.model_dir)
+        model.to(device)
+        if model.text_head is None and meteor is not None:
             meteor.close()
+            meteor = None
+        elif model.text_head is not None and meteor is None:
+            from megl.evaluate.text import start_meteor
 
-
-def _evaluate_model(params: Params, dataset: str, backbone: str, variant: str, paths: EvalPaths, meteor) -> dict:
-    torch.manual_seed(params.train.seed)
-    torch.use_deterministic_algorithms(True)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, config = load_exported(paths.model_dir)
-    model.to(device)
-    if model.text_head is None and meteor is not None:
-        meteor.close()
-        meteor = None
-    elif model.text_head is not None and meteor is None:
-        from megl.evaluate.text import start_meteor
-
-        meteor = start_meteor()  # its JVM loads while the test split is predicted
-    try:
+            meteor = start_meteor()  # its JVM loads while the test split is predicted
         return _score(params, dataset, backbone, variant, paths, model, config, device, meteor)
     finally:
         if meteor is not None:

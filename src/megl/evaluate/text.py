@@ -263,8 +263,8 @@ def score_explanations(
     hypotheses: {sample_id: text}; references: {sample_id: [text, ...]} with >= 1 reference per
     hypothesis id (references of other ids are ignored). timeout_s bounds every Java call
     (tokenizer, METEOR, SPICE). `meteor`: a scorer from start_meteor() (else one starts here).
-    BLEU is pycocoevalcap's corpus BLEU ("closest" reference
-    length), METEOR its corpus aggregate, ROUGE-L and CIDEr(-D) means over samples.
+    BLEU is pycocoevalcap's corpus BLEU ("closest" reference length), METEOR its corpus
+    aggregate, ROUGE-L and CIDEr(-D) means over samples.
 
     Returns a flat dict: bleu_1..bleu_4, meteor, rouge_l, cider, spice (None when not run),
     spice_status ("ok" / "unavailable: <reason>"), text_samples, seconds_tokenize,
