@@ -222,13 +222,40 @@ class BackboneParams:
     pretrained_path: str | None = None
 
 
+# The explanation losses a classifier variant can train with (megl.losses): MEGL's own terms, or
+# one visual explanation-guided baseline of the paper's Table 2 (../shared/BASELINES.md) or RRR.
+EXPLANATION_LOSSES = ("megl", "gradia", "haics", "res_g", "res_l", "cdep", "rrr")
+
+
 @dataclasses.dataclass(frozen=True)
 class VariantConfig:
-    """Which loss terms a variant trains with (paper Table 4)."""
+    """One method of the paper's tables.
 
-    visual: bool
-    text: bool
-    consistency: bool
+    family classifier, loss megl: MEGL's terms (Table 4), each switched by visual / consistency /
+      text (none: plain cross-entropy, the `-` row).
+    family classifier, loss <baseline>: cross-entropy + weight x that baseline's explanation loss.
+    family llava: the MLLM baseline (megl.models.llava_baseline): classification as VQA, or with
+      text, Fine-tune-CoT ("{explanation} --> {class}")."""
+
+    visual: bool = False
+    text: bool = False
+    consistency: bool = False
+    family: Literal["classifier", "llava"] = "classifier"
+    loss: Literal["megl", "gradia", "haics", "res_g", "res_l", "cdep", "rrr"] = "megl"
+    weight: float = 1.0  # λ of a baseline's explanation term (RES.py: 1; CDEP, RRR: their λ)
+    eta: float = 0.1  # RES-G / RES-L slack of the robust term (RES README: 0.1)
+    cam_mode: Literal["create_graph", "detached"] | None = None  # None: train.cam_mode
+
+    def validate(self, where: str) -> None:
+        if self.weight < 0 or self.eta < 0:
+            raise ConfigError(f"{where}: weight and eta must be >= 0")
+        if self.family == "llava" and (self.visual or self.consistency or self.loss != "megl"):
+            raise ConfigError(f"{where}: a llava variant has no Grad-CAM terms (only text: true for Fine-tune-CoT)")
+        if self.loss != "megl" and (self.visual or self.consistency or self.text):
+            raise ConfigError(
+                f"{where}: loss {self.loss!r} is a baseline of its own; visual / consistency / text are MEGL's terms "
+                "(use loss: megl with them)"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -104,7 +104,7 @@ def build_model(params: Params, dataset: ExplanationDataset, backbone: str, vari
     model = MEGL(
         classifier, text_head, var, dataset.mean_map,
         lambda_visual=t.lambda_visual, lambda_textual=t.lambda_textual, cam_mode=t.cam_mode, cam_eps=t.cam_eps,
-        consistency_input=t.consistency_input, consistency_temperature=t.consistency_temperature,
+        consistency_input=t.consistency_input, consistency_temperature=t.consistency_temperature, image_size=size,
     )
     return model, tokenizer
 
@@ -114,8 +114,8 @@ def evaluate_accuracy(accelerator: Accelerator, model, loader) -> float:
     correct = total = 0
     with torch.no_grad():
         for batch in loader:
-            logits = accelerator.unwrap_model(model).classifier(batch["pixels"]).logits
-            pred, label = accelerator.gather_for_metrics((logits.argmax(1), batch["label"]))
+            pred = accelerator.unwrap_model(model).predict(batch["pixels"])
+            pred, label = accelerator.gather_for_metrics((pred, batch["label"]))
             correct += int((pred == label).sum())
             total += len(label)
     model.train()
@@ -135,6 +135,9 @@ def train(
 ) -> dict:
     """Train and export; returns the run summary (also written to paths.metrics_file)."""
     cfg = params.train
+    reason = not_applicable(params, backbone, variant)
+    if reason is not None:
+        return publish_not_applicable(params, dataset, backbone, variant, paths, reason)
     set_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
     accelerator = make_accelerator(cfg.grad_accum)
@@ -152,8 +155,10 @@ def train(
 
     # --- model and optimiser ------------------------------------------------------------------
     model, tokenizer = build_model(params, train_set, backbone, variant, texts)
-    groups = [{"params": [p for p in model.classifier.parameters() if p.requires_grad], "lr": cfg.lr}]
-    if model.text_head is not None:
+    # the classifier and any state of its explanation loss (RES-L's mask transform) at lr; the text head at text_lr
+    text_params = set(model.text_head.parameters()) if model.text_head is not None else set()
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad and p not in text_params], "lr": cfg.lr}]
+    if text_params:
         groups.append({"params": [p for p in model.text_head.parameters() if p.requires_grad], "lr": cfg.text_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
@@ -195,10 +200,7 @@ def train(
             batches = 0
             for step, batch in enumerate(train_loader):
                 with accelerator.accumulate(model):
-                    ids = mask = None
-                    if core.text_head is not None:
-                        ids, mask = (t.to(accelerator.device) for t in core.text_head.encode(batch["explanation"]))
-                    out = model(batch["pixels"], batch["label"], batch["gt_map"], batch["has_map"], ids, mask)
+                    out = model(batch)
                     for name, value in out.terms.items():
                         if not torch.isfinite(value):
                             raise FloatingPointError(
@@ -259,6 +261,27 @@ def train(
                 tracker.log_artifacts(paths.model_dir, "model")
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    return summary
+
+
+def not_applicable(params: Params, backbone: str, variant: str) -> str | None:
+    """Why this method has no faithful form on this backbone (a table then says n/a), or None."""
+    if params.variant(variant).loss == "cdep" and backbone != "resnet18":
+        return ("CDEP needs contextual decomposition, which is defined for the ResNet's layers only; no faithful "
+                "decomposition exists for ViT (LayerNorm, softmax attention, GELU)")
+    return None
+
+
+def publish_not_applicable(params: Params, dataset, backbone, variant, paths: RunPaths, reason: str) -> dict:
+    """A run the grid names but the method cannot do: its outputs say so instead of a number."""
+    fields = {"dataset": dataset, "backbone": backbone, "variant": variant, "seed": params.train.seed}
+    with atomic_dir(paths.model_dir) as tmp:
+        write_json(tmp / "config.json", fields | {"not_applicable": reason, "train": dataclasses.asdict(params.train)})
+    summary = fields | {"not_applicable": reason, "history": []}
+    write_json(paths.metrics_file, summary)
+    if paths.history_file is not None:
+        write_json(paths.history_file, [])
+    print(f"train: {dataset}/{backbone}/{variant}: n/a: {reason}")
     return summary
 
 
@@ -325,7 +348,7 @@ def export(core: MEGL, tokenizer, params: Params, dataset, backbone, variant, cl
         "backbone_params": dataclasses.asdict(params.backbone(backbone)),
         "variant_terms": dataclasses.asdict(params.variant(variant)),
         "train": dataclasses.asdict(params.train), "text_head": params.text_head,
-        "grid": params.backbone(backbone).grid,
+        "grid": params.backbone(backbone).grid, "image_size": core.image_size,
     }
     with atomic_dir(out) as tmp:
         save_file(weights, str(tmp / "model.safetensors"))

@@ -1,4 +1,5 @@
-"""The extracted dataset as a torch Dataset: image, label, GT map at one CAM grid, one explanation.
+"""The extracted dataset as a torch Dataset: image, label, GT map at one CAM grid and at the image
+size (the baselines that read the full-resolution mask: RES-L, CDEP, RRR), one explanation.
 
 Reads the extraction and saliency outputs (manifest, images.npy memory-mapped, saliency/*),
 checked by megl.data.extracted (a damaged file stops with a DataError naming it).
@@ -31,6 +32,8 @@ class ExplanationDataset(Dataset):
         saliency = Saliency(data_dir, grid, len(manifest))
         self.index, self.maps = saliency.index, saliency.maps
         self.mean_map = torch.from_numpy(saliency.mean_map)
+        size = self.images.shape[1]
+        self.input_maps = saliency.maps if size == grid else Saliency(data_dir, size, len(manifest), need_mean=False).maps
         self.grid = grid
         self.seed = seed
         self.epoch = 0
@@ -53,6 +56,8 @@ class ExplanationDataset(Dataset):
         pixels = torch.from_numpy(np.array(self.images[row])).permute(2, 0, 1).float() / 255.0
         k = int(self.index[row])
         gt = torch.from_numpy(np.array(self.maps[k])) if k >= 0 else torch.zeros(self.grid, self.grid)
+        size = self.images.shape[1]
+        full = torch.from_numpy(np.array(self.input_maps[k])) if k >= 0 else torch.zeros(size, size)
         texts = self.manifest["explanations"].iat[row]
         pick = np.random.default_rng([self.seed, self.epoch, row]).integers(len(texts))
         return {
@@ -60,6 +65,7 @@ class ExplanationDataset(Dataset):
             "pixels": pixels,
             "label": int(self.manifest["class_id"].iat[row]),
             "gt_map": gt,
+            "input_map": full,
             "has_map": k >= 0,
             "explanation": str(texts[pick]),
         }
@@ -71,6 +77,7 @@ def collate(items: list[dict]) -> dict:
         "pixels": torch.stack([it["pixels"] for it in items]),
         "label": torch.tensor([it["label"] for it in items]),
         "gt_map": torch.stack([it["gt_map"] for it in items]),
+        "input_map": torch.stack([it["input_map"] for it in items]),
         "has_map": torch.tensor([it["has_map"] for it in items]),
         "explanation": [it["explanation"] for it in items],
     }

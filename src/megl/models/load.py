@@ -42,6 +42,7 @@ def load_exported(model_dir: Path) -> tuple[MEGL, dict]:
     model = MEGL(
         classifier, text_head, variant, torch.zeros(grid, grid),
         lambda_visual=0.0, lambda_textual=0.0, cam_mode="detached", cam_eps=config["train"]["cam_eps"],
+        image_size=config.get("image_size"),
     )
     weights_path = model_dir / "model.safetensors"
     try:

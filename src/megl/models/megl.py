@@ -1,7 +1,9 @@
 """The MEGL module: classifier + Grad-CAM + explanation losses (+ the SDTG text head).
 
 One forward pass computes the logits, the CAM of the ground-truth class (in the graph) and every
-loss term the variant uses; the training loop only calls backward on `loss`.
+loss term the variant uses; the training loop only calls backward on `loss`. The visual
+explanation-guided baselines (variant `loss`: GRADIA, HAICS, RES-G, RES-L, CDEP, RRR) are other
+explanation terms of this same module (megl.losses), so every method trains in the one loop.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import dataclasses
 import torch
 from torch import nn
 
+from megl import losses
 from megl.config import VariantConfig
-from megl.losses import explanation_loss, prediction_loss
 from megl.models.gradcam import class_scores, grad_cam, normalise
 
 
@@ -38,6 +40,7 @@ class MEGL(nn.Module):
         cam_eps: float,
         consistency_input: str = "softmax",
         consistency_temperature: float = 1.0,
+        image_size: int | None = None,
     ) -> None:
         super().__init__()
         if variant.text and text_head is None:
@@ -48,29 +51,76 @@ class MEGL(nn.Module):
         self.register_buffer("mean_map", mean_map.float(), persistent=False)
         self.lambda_visual = lambda_visual
         self.lambda_textual = lambda_textual
-        self.cam_mode = cam_mode
+        self.cam_mode = variant.cam_mode or cam_mode
         self.cam_eps = cam_eps
         self.consistency_input = consistency_input
         self.consistency_temperature = consistency_temperature
+        self.image_size = image_size
+        self.mask_transform = None
+        if variant.loss == "res_l":
+            if image_size is None:
+                raise ValueError("RES-L needs the image size for its learned mask transform")
+            self.mask_transform = losses.LearnedMaskTransform(image_size, mean_map.shape[-1])
 
     @property
     def needs_cam(self) -> bool:
         v = self.variant
-        return v.visual or v.consistency or v.text
+        return v.visual or v.consistency or v.text or v.loss in ("gradia", "haics", "res_g", "res_l")
 
-    def forward(self, pixels, labels, gt_map, has_map, input_ids=None, attention_mask=None) -> StepOutput:
+    def forward(self, batch: dict) -> StepOutput:
+        """batch: megl.data.dataset.collate's dict on the model's device."""
+        pixels, labels, has_map = batch["pixels"], batch["label"], batch["has_map"]
+        if self.variant.loss == "rrr":
+            pixels = pixels.detach().requires_grad_(True)  # the penalty differentiates w.r.t. the input
         out = self.classifier(pixels)
-        terms = {"pred": prediction_loss(out.logits, labels)}
-        cam = None
+        terms = {"pred": losses.prediction_loss(out.logits, labels)}
+        cam = raw = None
         if self.needs_cam:
             # the ground-truth class while training: the explanation of the right answer is supervised
             raw = grad_cam(out.activations, class_scores(out.logits, labels), self.cam_mode, relu=False)
             cam = normalise(torch.relu(raw), self.cam_eps)
-        if self.variant.visual or self.variant.consistency:
-            terms["visual"] = self.lambda_visual * explanation_loss(
-                cam, gt_map, has_map, self.mean_map, self.variant, self.cam_eps,
+        loss = self.variant.loss
+        if loss == "megl" and (self.variant.visual or self.variant.consistency):
+            terms["visual"] = self.lambda_visual * losses.explanation_loss(
+                cam, batch["gt_map"], has_map, self.mean_map, self.variant, self.cam_eps,
                 raw_cam=raw, consistency_input=self.consistency_input, temperature=self.consistency_temperature,
             )
+        elif loss != "megl":
+            terms[loss] = self.variant.weight * self._baseline_term(batch, pixels, out, raw)
         if self.variant.text:
-            terms["textual"] = self.lambda_textual * self.text_head(pixels, cam, out.features, input_ids, attention_mask)
+            ids, mask = (t.to(pixels.device) for t in self.text_head.encode(batch["explanation"]))
+            terms["textual"] = self.lambda_textual * self.text_head(pixels, cam, out.features, ids, mask)
         return StepOutput(loss=sum(terms.values()), terms=terms, logits=out.logits, cam=cam)
+
+    def _baseline_term(self, batch: dict, pixels: torch.Tensor, out, raw: torch.Tensor | None) -> torch.Tensor:
+        """The unweighted explanation loss of a visual-EGL baseline (../shared/BASELINES.md)."""
+        loss, labels, has_map, input_map = self.variant.loss, batch["label"], batch["has_map"], batch["input_map"]
+        if loss == "rrr":
+            # Σ_k log p_k; with BatchNorm in train mode a sample's input gradient also carries the
+            # small batch-statistics coupling (Ross et al.'s MLP had none)
+            (grads,) = torch.autograd.grad(out.logits.log_softmax(1).sum(), pixels, create_graph=True)
+            irrelevant = 1 - losses.positive_region(input_map)
+            # Ross et al. sum both terms over the batch; CE here is a batch mean, so is the penalty
+            return (losses.rrr_penalty(grads, irrelevant) * has_map.to(grads.dtype)).mean()
+        if loss == "cdep":
+            from megl.models.contextual_decomposition import cd_logits
+
+            background = 1 - losses.positive_region(input_map)
+            rel, irrel = cd_logits(self.classifier, batch["pixels"], background)
+            return losses.annotated_mean(losses.cdep_penalty(rel, irrel, labels), has_map)
+        # the RES family: RES.py's linear normalisation of the raw Grad-CAM (min-max, no ReLU)
+        cam = normalise(raw, self.cam_eps)
+        target = losses.positive_at_grid(input_map, cam.shape[-1])
+        if loss == "gradia":
+            return losses.annotated_mean(losses.gradia_loss(cam, target), has_map)
+        if loss == "haics":
+            return losses.annotated_mean(losses.haics_loss(cam, target), has_map)
+        if loss == "res_g":
+            transformed = losses.scale_to_max(losses.gaussian_blur_3x3(target))
+        else:  # res_l
+            transformed = self.mask_transform(losses.positive_region(input_map))
+        return losses.res_loss(cam, target, transformed, has_map, self.variant.eta)
+
+    def predict(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Predicted class ids (the validation accuracy of the training loop)."""
+        return self.classifier(pixels).logits.argmax(1)
