@@ -143,3 +143,38 @@ def test_evaluation_lands_in_the_run_that_trained_the_model(small_params, monkey
     assert client.get_run(first).data.metrics["test/accuracy"] == metrics["accuracy"]
     assert "test/accuracy" not in client.get_run(second).data.metrics
     assert {a.path for a in client.list_artifacts(first, "evaluation")} >= {"evaluation/gallery.png"}
+
+
+@pytest.mark.parametrize("variant", ["llava", "finetune_cot"])
+def test_mllm_baseline_is_scored_by_its_parsed_answers(trained, variant):
+    root = trained.root
+    train(trained, "object_me", "resnet18", variant, RunPaths.for_run(root / ROOT, RunKey("object_me", "resnet18", variant, 0)),
+          max_steps=3)
+    paths = run_paths(root, "resnet18", variant)
+    metrics = evaluate(trained, "object_me", "resnet18", variant, paths)
+    assert metrics["model_family"] == "llava" and metrics["mllm_profile"] == "tiny"
+    assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["answers_without_class"] <= metrics["test_samples"]
+    # no Grad-CAM: no localisation or faithfulness number is made up
+    assert "miou" not in metrics and "deletion_auc" not in metrics
+    assert ("meteor" in metrics) == (variant == "finetune_cot")
+    preds = pd.read_parquet(paths.results_dir / "predictions.parquet")
+    assert len(preds) == metrics["test_samples"]
+    confusion = json.loads(paths.confusion_file.read_text())
+    wrong = sum(r["predicted"] == "(no class)" for r in confusion)
+    assert wrong == metrics["answers_without_class"]
+    efficiency = json.loads(paths.efficiency_file.read_text())
+    assert efficiency["parameters_total"] > 0 and efficiency["latency_ms"] > 0 and efficiency["batch_size"] == 1
+    first = paths.metrics_file.read_bytes()
+    evaluate(trained, "object_me", "resnet18", variant, paths)
+    assert paths.metrics_file.read_bytes() == first
+
+
+def test_not_applicable_run_is_evaluated_as_na(trained):
+    root = trained.root
+    train(trained, "object_me", "vit_b16", "cdep", RunPaths.for_run(root / ROOT, RunKey("object_me", "vit_b16", "cdep", 0)))
+    paths = run_paths(root, "vit_b16", "cdep")
+    metrics = evaluate(trained, "object_me", "vit_b16", "cdep", paths)
+    assert "ResNet" in metrics["not_applicable"] and "accuracy" not in metrics
+    for f in (paths.metrics_file, paths.efficiency_file, paths.per_class_f1_file, paths.confusion_file):
+        assert f.is_file()
+    assert (paths.results_dir / "NOT_APPLICABLE.txt").is_file()

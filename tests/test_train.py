@@ -13,6 +13,7 @@ from megl.train import RunPaths, train
 
 VARIANTS = ["megl", "visual_text", "text", "visual", "baseline"]
 BASELINES = ["gradia", "haics", "res_g", "res_l", "cdep", "rrr"]
+MLLMS = ["llava", "finetune_cot"]
 
 
 def paths(root, backbone, variant, tag=""):
@@ -21,7 +22,7 @@ def paths(root, backbone, variant, tag=""):
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "vit_b16"])
-@pytest.mark.parametrize("variant", VARIANTS + BASELINES)
+@pytest.mark.parametrize("variant", VARIANTS + BASELINES + MLLMS)
 def test_every_variant_trains_a_step(small_params, backbone, variant):
     if variant == "cdep" and backbone == "vit_b16":
         # no faithful contextual decomposition for ViT: the run says n/a instead of inventing one
@@ -29,6 +30,11 @@ def test_every_variant_trains_a_step(small_params, backbone, variant):
         summary = train(small_params, "object_me", backbone, variant, p, max_steps=1)
         assert "ResNet" in summary["not_applicable"] and summary["history"] == []
         assert "not_applicable" in json.loads((p.model_dir / "config.json").read_text())
+        return
+    if variant in MLLMS and backbone != small_params.grid.backbones[0]:
+        # backbone-independent: trained once per dataset, under the grid's first backbone
+        summary = train(small_params, "object_me", backbone, variant, paths(small_params.root, backbone, variant), max_steps=1)
+        assert "trained once" in summary["not_applicable"]
         return
     logged = []
     p = paths(small_params.root, backbone, variant)
@@ -38,13 +44,18 @@ def test_every_variant_trains_a_step(small_params, backbone, variant):
     expected = {"pred", "loss"} | ({"visual"} if variant in ("megl", "visual_text", "visual") else set())
     expected |= {"textual"} if variant in ("megl", "visual_text", "text") else set()
     expected |= {variant} if variant in BASELINES else set()
+    if variant in MLLMS:
+        expected = {"answer", "loss"}
     assert terms == expected
     assert all(torch.isfinite(torch.tensor(v)) for v in logged[0].values())
     weights = load_file(p.model_dir / "model.safetensors")
-    assert any(k.startswith("classifier.") for k in weights)
-    assert any(k.startswith("text_head.") for k in weights) == ("textual" in terms)
     config = json.loads((p.model_dir / "config.json").read_text())
     assert config["variant"] == variant and config["grid"] == 8
+    if variant in MLLMS:
+        assert any("lora_" in k for k in weights) and (p.model_dir / "tokenizer").is_dir()
+        return
+    assert any(k.startswith("classifier.") for k in weights)
+    assert any(k.startswith("text_head.") for k in weights) == ("textual" in terms)
     # RES-L's learned mask transform is part of the exported model
     assert any(k.startswith("mask_transform.") for k in weights) == (variant == "res_l")
     assert (p.model_dir / "tokenizer").is_dir() == ("textual" in terms)

@@ -245,17 +245,111 @@ class VariantConfig:
     weight: float = 1.0  # λ of a baseline's explanation term (RES.py: 1; CDEP, RRR: their λ)
     eta: float = 0.1  # RES-G / RES-L slack of the robust term (RES README: 0.1)
     cam_mode: Literal["create_graph", "detached"] | None = None  # None: train.cam_mode
+    # family llava: the model (tiny random-init or a local LLaVA-1.5); in the variant's own block, so
+    # that editing it re-runs only that variant's stages. None: MLLMConfig's defaults
+    mllm: MLLMConfig | None = None
 
     def validate(self, where: str) -> None:
         if self.weight < 0 or self.eta < 0:
             raise ConfigError(f"{where}: weight and eta must be >= 0")
         if self.family == "llava" and (self.visual or self.consistency or self.loss != "megl"):
             raise ConfigError(f"{where}: a llava variant has no Grad-CAM terms (only text: true for Fine-tune-CoT)")
+        if self.mllm is not None and self.family != "llava":
+            raise ConfigError(f"{where}.mllm: only a variant of family llava has an MLLM")
         if self.loss != "megl" and (self.visual or self.consistency or self.text):
             raise ConfigError(
                 f"{where}: loss {self.loss!r} is a baseline of its own; visual / consistency / text are MEGL's terms "
                 "(use loss: megl with them)"
             )
+
+
+# LLaVA's `find_all_linear_names`: LoRA on every linear layer of the LM, never on the vision tower,
+# the projector (trained fully) or lm_head.
+LLAMA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclasses.dataclass(frozen=True)
+class MLLMConfig:
+    """The MLLM baselines (params.yaml block `mllm:`).
+
+    profile: "tiny" builds a random-init LLaVA from the sizes below; "paper" loads `model_path`.
+    model_path: paper only — a local LLaVA-1.5 folder (`LlavaForConditionalGeneration` weights,
+        config, tokenizer and, optionally, preprocessor_config.json for the image mean/std).
+    vocab_size: tiny only — size the tokenizer is trained to (plus the `<image>` token).
+    vision_* / llm_*: tiny only — the CLIP vision tower and the Llama LM; the paper profile takes
+        its sizes from the checkpoint. (vision_image_size / vision_patch)² image tokens go to the LM.
+    lora_r / lora_alpha / lora_dropout / lora_targets: peft LoRA on the LM's linear layers
+        (LLaVA's task-LoRA recipe: r 128, alpha 256, dropout 0.05, all of LLAMA_LINEAR).
+    train_embeddings: token embeddings and lm_head trainable (peft modules_to_save); None means
+        "tiny: yes" (a random LM has nothing to adapt) and "paper: no" (LLaVA's recipe).
+    max_new_tokens: greedy decoding budget (cot needs room for the explanation and the answer).
+    dtype: of the whole model; "bfloat16" for the paper profile on a GPU (LoRA weights stay fp32:
+        peft's autocast_adapter_dtype).
+    attn_implementation: "eager" (reference; fine at tiny sizes) or "sdpa" (paper, on a GPU).
+    gradient_checkpointing: recompute LM activations in backward (7B at batch 16 needs it).
+    Lives here, not in megl.models.llava_baseline, so that reading params never imports transformers.
+    """
+
+    profile: Literal["tiny", "paper"] = "tiny"
+    model_path: str | None = None
+    vocab_size: int = 512
+    vision_image_size: int = 64
+    vision_patch: int = 8
+    vision_hidden: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 4
+    llm_hidden: int = 64
+    llm_layers: int = 2
+    llm_heads: int = 4
+    llm_intermediate: int = 128
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = LLAMA_LINEAR
+    train_embeddings: bool | None = None
+    max_new_tokens: int = 32
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    attn_implementation: Literal["eager", "sdpa"] = "eager"
+    gradient_checkpointing: bool = False
+    # the prompt's question where the source has none (ACT-X, the generic layout); VQA-X samples
+    # keep their own question
+    default_question: str = "What is shown in the image?"
+
+    def __post_init__(self) -> None:
+        # built from YAML lists as well as from code: keep the frozen config hashable
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        self.validate("mllm")
+
+    @property
+    def trains_embeddings(self) -> bool:
+        return self.profile == "tiny" if self.train_embeddings is None else self.train_embeddings
+
+    def validate(self, where: str) -> None:
+        if self.profile not in ("tiny", "paper"):
+            raise ConfigError(f"{where}.profile: must be 'tiny' or 'paper', got {self.profile!r}")
+        for name in (
+            "vocab_size", "vision_image_size", "vision_patch", "vision_hidden", "vision_layers", "vision_heads",
+            "llm_hidden", "llm_layers", "llm_heads", "llm_intermediate", "lora_r", "lora_alpha", "max_new_tokens",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.vision_image_size % self.vision_patch:
+            raise ConfigError(f"{where}.vision_image_size: must be a multiple of vision_patch ({self.vision_patch})")
+        if self.vision_layers < 2:
+            raise ConfigError(f"{where}.vision_layers: must be >= 2 (features come from the second-to-last layer)")
+        for name, heads in (("vision_hidden", self.vision_heads), ("llm_hidden", self.llm_heads)):
+            if getattr(self, name) % heads:
+                raise ConfigError(f"{where}.{name}: must be a multiple of its head count ({heads})")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"{where}.lora_dropout: must be in [0, 1), got {self.lora_dropout}")
+        if not self.lora_targets or set(self.lora_targets) - set(LLAMA_LINEAR):
+            raise ConfigError(f"{where}.lora_targets: must be a non-empty subset of {list(LLAMA_LINEAR)}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"{where}.dtype: must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.attn_implementation not in ("eager", "sdpa"):
+            raise ConfigError(f"{where}.attn_implementation: must be 'eager' or 'sdpa'")
+        if self.profile == "paper" and self.model_path is None:
+            raise ConfigError(f"{where}.model_path: the 'paper' profile needs a local LLaVA-1.5 folder (nothing is downloaded)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -556,13 +650,17 @@ def _resolve_paths(params: Params, root: Path) -> Params:
     }
     backbones = {name: dataclasses.replace(b, pretrained_path=absolute(b.pretrained_path)) for name, b in params.backbones.items()}
     evaluate = dataclasses.replace(params.evaluate, clipscore_clip_path=absolute(params.evaluate.clipscore_clip_path))
+    variants = {
+        name: v if v.mllm is None else dataclasses.replace(v, mllm=dataclasses.replace(v.mllm, model_path=absolute(v.mllm.model_path)))
+        for name, v in params.variants.items()
+    }
     text_head = dict(params.text_head)
     for key in ("clip_path", "llm_path"):
         if isinstance(text_head.get(key), str):
             text_head[key] = absolute(text_head[key])
     return dataclasses.replace(
         params, root=root, datasets=datasets, synthetic=synthetic, backbones=backbones, evaluate=evaluate,
-        text_head=text_head, decoys=decoys,
+        text_head=text_head, decoys=decoys, variants=variants,
     )
 
 

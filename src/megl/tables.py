@@ -36,9 +36,14 @@ from megl.layout import RunKey, RunLayout, dataset_report, grid_runs, run_layout
 DATASET_NAMES = {"object_me": "Object-ME", "action_me": "Action-ME", "object_me_varied": "Object-ME (varied)",
                  "action_me_varied": "Action-ME (varied)", "decoy_fmnist": "DecoyFMNIST"}
 BACKBONE_NAMES = {"resnet18": "ResNet18", "vit_b16": "ViT-B/16"}
-# Table 2 / 4 rows in the paper's order: the plain backbone first, MEGL last
-METHOD_ORDER = ["baseline", "visual", "text", "visual_text", "megl"]
-METHOD_NAMES = {"baseline": "-", "visual": "Visual", "text": "Text", "visual_text": "Visual+Text", "megl": "MEGL"}
+# Table 2 rows in the paper's order: the plain backbone, the visual-EGL baselines (and RRR), MEGL's
+# ablation variants, MEGL last; the MLLM baselines form a group of their own
+METHOD_ORDER = ["baseline", "cdep", "haics", "gradia", "res_g", "res_l", "rrr", "visual", "text", "visual_text", "megl"]
+METHOD_NAMES = {"baseline": "-", "visual": "Visual", "text": "Text", "visual_text": "Visual+Text", "megl": "MEGL",
+                "cdep": "CDEP", "haics": "HAICS", "gradia": "GRADIA", "res_g": "RES-G", "res_l": "RES-L", "rrr": "RRR",
+                "llava": "-", "finetune_cot": "Fine-tune-CoT"}
+ABLATION = ("baseline", "visual", "text", "visual_text", "megl")  # Table 4: MEGL's own terms
+MLLM_ORDER = ["llava", "finetune_cot"]
 PM = "±"
 NA = "n/a"  # computed metric that could not be computed for real (the caption says why)
 DAGGER = "†"  # not above chance: left out of every ranking
@@ -339,7 +344,7 @@ def table4(runs: Runs) -> Table:
     rows = []
     for d in runs.datasets:
         for b in runs.backbones:
-            for v in reversed(_variants(runs)):
+            for v in reversed(_variants(runs, ABLATION)):
                 acc, miou = runs.cell(d, b, v, "accuracy"), runs.cell(d, b, v, "miou")
                 if acc.value is not None and not runs.above_chance(d, b, v):
                     _at_chance(acc)

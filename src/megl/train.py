@@ -79,9 +79,17 @@ def make_accelerator(grad_accum: int) -> Accelerator:
 
 
 def build_model(params: Params, dataset: ExplanationDataset, backbone: str, variant: str, texts: list[str]):
-    """The MEGL module for a run; the tokenizer (if any) is trained on the train explanations."""
+    """The module a run trains (MEGL, or an MLLM baseline); a tiny profile's tokenizer is trained
+    on the train explanations (and, for an MLLM, the questions)."""
     bb = params.backbone(backbone)
     var = params.variant(variant)
+    if var.family == "llava":
+        from megl.config import MLLMConfig
+        from megl.models.llava_baseline import LlavaBaseline
+
+        questions = sorted({q for q in dataset.manifest["question"].iloc[dataset.rows].dropna()})
+        model = LlavaBaseline(var.mllm or MLLMConfig(), dataset.classes, "cot" if var.text else "vqa", texts=texts + questions)
+        return model, model.tokenizer
     classifier = build_classifier(BackboneConfig(backbone, bb.profile, bb.pretrained_path), len(dataset.classes))
     size = dataset.images.shape[1]
     with torch.no_grad():
@@ -114,7 +122,7 @@ def evaluate_accuracy(accelerator: Accelerator, model, loader) -> float:
     correct = total = 0
     with torch.no_grad():
         for batch in loader:
-            pred = accelerator.unwrap_model(model).predict(batch["pixels"])
+            pred = accelerator.unwrap_model(model).predict_batch(batch)
             pred, label = accelerator.gather_for_metrics((pred, batch["label"]))
             correct += int((pred == label).sum())
             total += len(label)
@@ -157,7 +165,9 @@ def train(
     model, tokenizer = build_model(params, train_set, backbone, variant, texts)
     # the classifier and any state of its explanation loss (RES-L's mask transform) at lr; the text head at text_lr
     text_params = set(model.text_head.parameters()) if model.text_head is not None else set()
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad and p not in text_params], "lr": cfg.lr}]
+    # an MLLM baseline is a language model fine-tuned as a whole: at the language models' text_lr
+    lr = cfg.text_lr if params.variant(variant).family == "llava" else cfg.lr
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad and p not in text_params], "lr": lr}]
     if text_params:
         groups.append({"params": [p for p in model.text_head.parameters() if p.requires_grad], "lr": cfg.text_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
@@ -254,9 +264,14 @@ def train(
             if paths.history_file is not None:
                 write_json(paths.history_file, state["history"])
             if params.tracking.enabled:
-                core.load_state_dict(load_file(paths.model_dir / "model.safetensors"), strict=False)
+                best = load_file(paths.model_dir / "model.safetensors")
+                if isinstance(core, MEGL):
+                    core.load_state_dict(best, strict=False)
+                else:
+                    core.load_checkpoint_state_dict(best)
                 image, table = gallery(core, val_set, params.tracking.gallery_samples, accelerator.device)
-                tracker.log_image(image, "cam_gallery.png")
+                if image is not None:
+                    tracker.log_image(image, "cam_gallery.png")
                 tracker.log_table(table, "explanations.json")
                 tracker.log_artifacts(paths.model_dir, "model")
     accelerator.wait_for_everyone()
@@ -266,7 +281,11 @@ def train(
 
 def not_applicable(params: Params, backbone: str, variant: str) -> str | None:
     """Why this method has no faithful form on this backbone (a table then says n/a), or None."""
-    if params.variant(variant).loss == "cdep" and backbone != "resnet18":
+    var = params.variant(variant)
+    first = params.grid.backbones[0]
+    if var.family == "llava" and backbone != first:
+        return f"the MLLM baseline has no classifier backbone: it is trained once per dataset, in the {first} runs"
+    if var.loss == "cdep" and backbone != "resnet18":
         return ("CDEP needs contextual decomposition, which is defined for the ResNet's layers only; no faithful "
                 "decomposition exists for ViT (LayerNorm, softmax attention, GELU)")
     return None
@@ -285,14 +304,24 @@ def publish_not_applicable(params: Params, dataset, backbone, variant, paths: Ru
     return summary
 
 
-def gallery(core: MEGL, val_set: ExplanationDataset, n: int, device) -> tuple[np.ndarray, dict[str, list]]:
+def gallery(core: MEGL, val_set: ExplanationDataset, n: int, device) -> tuple[np.ndarray | None, dict[str, list]]:
     """CAM overlays against GT maps, and generated vs reference explanations, for the first n
-    validation samples with a GT map (then the first others): the same samples in every run."""
+    validation samples with a GT map (then the first others): the same samples in every run.
+    An MLLM baseline has no CAM: its table only (image None)."""
     has_map = val_set.index[val_set.rows] >= 0
     picks = (list(map(int, has_map.nonzero()[0])) + list(map(int, (~has_map).nonzero()[0])))[:n]
     items = [val_set[i] for i in picks]
     pixels = torch.stack([it["pixels"] for it in items]).to(device)
     core.eval()
+    if not isinstance(core, MEGL):
+        ids, generated = core.predict(pixels, core.questions(collate(items)))
+        return None, {
+            "sample": [val_set.manifest["sample_id"].iat[it["row"]] for it in items],
+            "label": [val_set.classes[it["label"]] for it in items],
+            "predicted": [val_set.classes[i] if i >= 0 else "(no class)" for i in ids],
+            "references": [" | ".join(val_set.explanations(i)) for i in picks],
+            "generated": generated,
+        }
     logits, cam, features = explain(core.classifier, pixels)
     images = (pixels.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
     labels = [val_set.classes[it["label"]] for it in items]
@@ -339,7 +368,10 @@ def publish(best: Path, model_dir: Path, record: dict) -> None:
 def export(core: MEGL, tokenizer, params: Params, dataset, backbone, variant, classes, epoch, out: Path) -> None:
     """model.safetensors + config.json (+ tokenizer/). Tiny profiles are random-init, so their
     frozen parts are saved too; paper profiles keep only what training changed."""
-    weights = {k: v.detach().cpu().contiguous() for k, v in core.state_dict().items()}
+    if hasattr(core, "checkpoint_state_dict"):  # an MLLM baseline: what rebuilds it (paper: LoRA + projector)
+        weights = {k: v.cpu() for k, v in core.checkpoint_state_dict().items()}
+    else:
+        weights = {k: v.detach().cpu().contiguous() for k, v in core.state_dict().items()}
     if core.text_head is not None and params.text_head.get("profile", "tiny") == "paper":
         keep = set(core.text_head.trainable_state_dict())
         weights = {k: v for k, v in weights.items() if not k.startswith("text_head.") or k[len("text_head."):] in keep}
@@ -348,7 +380,7 @@ def export(core: MEGL, tokenizer, params: Params, dataset, backbone, variant, cl
         "backbone_params": dataclasses.asdict(params.backbone(backbone)),
         "variant_terms": dataclasses.asdict(params.variant(variant)),
         "train": dataclasses.asdict(params.train), "text_head": params.text_head,
-        "grid": params.backbone(backbone).grid, "image_size": core.image_size,
+        "grid": params.backbone(backbone).grid, "image_size": getattr(core, "image_size", None),
     }
     with atomic_dir(out) as tmp:
         save_file(weights, str(tmp / "model.safetensors"))

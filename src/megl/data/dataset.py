@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
@@ -68,6 +69,8 @@ class ExplanationDataset(Dataset):
             "input_map": full,
             "has_map": k >= 0,
             "explanation": str(texts[pick]),
+            # the VQA question (VQA-X), "" where the source has none (ACT-X, generic): the MLLM baselines' prompt
+            "question": "" if pd.isna(q := self.manifest["question"].iat[row]) else str(q),
         }
 
 
@@ -80,4 +83,5 @@ def collate(items: list[dict]) -> dict:
         "input_map": torch.stack([it["input_map"] for it in items]),
         "has_map": torch.tensor([it["has_map"] for it in items]),
         "explanation": [it["explanation"] for it in items],
+        "question": [it["question"] for it in items],
     }

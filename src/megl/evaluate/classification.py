@@ -6,6 +6,9 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 
+NO_CLASS = "(no class)"
+
+
 def classification_metrics(labels: np.ndarray, preds: np.ndarray, classes: list[str]) -> tuple[dict, list[dict], list[dict]]:
     """Flat metrics; per-class F1 rows and (actual, predicted) rows, the shapes DVC plots read."""
     ids = np.arange(len(classes))
@@ -21,5 +24,6 @@ def classification_metrics(labels: np.ndarray, preds: np.ndarray, classes: list[
     }
     per_class = f1_score(labels, preds, labels=ids, average=None, zero_division=0)
     f1_rows = [{"class": c, "f1": round(float(v), 6)} for c, v in zip(classes, per_class)]
-    confusion = [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(labels, preds)]
+    # an MLLM answer that names no class (prediction -1) is wrong for every metric and shows as such
+    confusion = [{"actual": classes[a], "predicted": classes[p] if p >= 0 else NO_CLASS} for a, p in zip(labels, preds)]
     return flat, f1_rows, confusion

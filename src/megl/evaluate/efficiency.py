@@ -19,7 +19,7 @@ from megl.models.gradcam import explain
 from megl.numerics import describe
 
 
-def _median_seconds(fn, warmup: int, iters: int, device: torch.device) -> float:
+def median_seconds(fn, warmup: int, iters: int, device: torch.device) -> float:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         fn()
@@ -57,8 +57,8 @@ def efficiency_metrics(model, image: torch.Tensor, *, warmup: int, iters: int) -
         if model.text_head is not None:
             model.text_head.generate(image, cam, features)
 
-    cls_s = _median_seconds(classify, warmup, iters, device)
-    full_s = _median_seconds(classify_and_explain, warmup, iters, device)
+    cls_s = median_seconds(classify, warmup, iters, device)
+    full_s = median_seconds(classify_and_explain, warmup, iters, device)
     params = sum(p.numel() for p in classifier.parameters())
     total = params + (sum(p.numel() for p in model.text_head.parameters()) if model.text_head is not None else 0)
     return {
@@ -68,8 +68,14 @@ def efficiency_metrics(model, image: torch.Tensor, *, warmup: int, iters: int) -
         "fps": round(1 / cls_s, 2),
         "latency_explained_ms": round(full_s * 1000, 3),
         "fps_explained": round(1 / full_s, 2),
+    } | runtime_fields(device, next(classifier.parameters()).dtype)
+
+
+def runtime_fields(device: torch.device, dtype: torch.dtype) -> dict:
+    """Where a timing was taken: it means nothing without the device, dtype and threads."""
+    return {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "dtype": str(next(classifier.parameters()).dtype).replace("torch.", ""),
+        "dtype": str(dtype).replace("torch.", ""),
         "threads": torch.get_num_threads(),
         "cpu": cpu_name(),
         "cpu_kernels": describe()["cpu_capability"],

@@ -27,7 +27,7 @@ from megl.atomic import atomic_dir, write_json
 from megl.config import EvaluateConfig, Params
 from megl.data.dataset import ExplanationDataset, collate
 from megl.data.extracted import Saliency
-from megl.evaluate.classification import classification_metrics
+from megl.evaluate.classification import NO_CLASS, classification_metrics
 from megl.evaluate.efficiency import efficiency_metrics
 from megl.evaluate.faithfulness import faithfulness_metrics
 from megl.evaluate.localisation import localisation_metrics, upsample
@@ -86,22 +86,51 @@ def evaluate(params: Params, dataset: str, backbone: str, variant: str, paths: E
     """`meteor`: a scorer from megl.evaluate.text.start_meteor(), started by the caller before its
     imports so that its JVM loads on the otherwise idle core (else one starts here); closed here."""
     try:
+        reason = _not_applicable(paths.model_dir)
+        if reason is not None:
+            return publish_not_applicable(params, dataset, backbone, variant, paths, reason)
         torch.manual_seed(params.train.seed)
         torch.use_deterministic_algorithms(True)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model, config = load_exported(paths.model_dir)
         model.to(device)
-        if model.text_head is None and meteor is not None:
+        writes_text = model.text_head is not None or getattr(model, "mode", None) == "cot"
+        if not writes_text and meteor is not None:
             meteor.close()
             meteor = None
-        elif model.text_head is not None and meteor is None:
+        elif writes_text and meteor is None:
             from megl.evaluate.text import start_meteor
 
             meteor = start_meteor()  # its JVM loads while the test split is predicted
+        if config["variant_terms"].get("family") == "llava":
+            return _score_mllm(params, dataset, backbone, variant, paths, model, config, device, meteor)
         return _score(params, dataset, backbone, variant, paths, model, config, device, meteor)
     finally:
         if meteor is not None:
             meteor.close()
+
+
+def _not_applicable(model_dir: Path) -> str | None:
+    config = model_dir / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text()).get("not_applicable")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return None  # load_exported reports the damaged file
+
+
+def publish_not_applicable(params: Params, dataset, backbone, variant, paths: EvalPaths, reason: str) -> dict:
+    """The run the grid names but the method cannot do (megl.train.not_applicable): every output
+    exists and says n/a, so DVC, the tables and the gate see a run without numbers, not a gap."""
+    fields = {"dataset": dataset, "backbone": backbone, "variant": variant, "seed": params.train.seed, "not_applicable": reason}
+    write_json(paths.metrics_file, fields)
+    write_json(paths.efficiency_file, fields)
+    write_json(paths.per_class_f1_file, [])
+    write_json(paths.confusion_file, [])
+    with atomic_dir(paths.results_dir) as tmp:
+        (tmp / "NOT_APPLICABLE.txt").write_text(reason + "\n")
+    return fields
 
 
 def _score(params: Params, dataset, backbone, variant, paths: EvalPaths, model, config, device, meteor) -> dict:
@@ -155,6 +184,71 @@ def _score(params: Params, dataset, backbone, variant, paths: EvalPaths, model, 
     write_results(paths.results_dir, test_set, pred, references, has, gt, cfg.gallery_samples)
     log_to_run(params, dataset, backbone, variant, metrics, efficiency, paths)
     return metrics
+
+
+def _score_mllm(params: Params, dataset, backbone, variant, paths: EvalPaths, model, config, device, meteor) -> dict:
+    """An MLLM baseline: classes parsed from greedy generations (megl.models.llava_baseline), the
+    Fine-tune-CoT explanations through the same text metrics as MEGL's. No CAM, so no mIoU or
+    faithfulness: those keys are absent and the tables show n/a."""
+    cfg: EvaluateConfig = params.evaluate
+    test_set = ExplanationDataset(params.root / "data" / dataset, "test", config["grid"], seed=params.train.seed)
+    rows, labels, preds, generated = [], [], [], []
+    for batch in DataLoader(test_set, batch_size=params.train.eval_batch_size, collate_fn=collate):
+        ids, explanations = model.predict(batch["pixels"].to(device), model.questions(batch))
+        rows += batch["row"].tolist()
+        labels += batch["label"].tolist()
+        preds += ids
+        generated += explanations
+    labels_np, preds_np = np.array(labels), np.array(preds)
+    mllm = config["variant_terms"].get("mllm") or {}
+    metrics = {"dataset": dataset, "backbone": backbone, "variant": variant, "seed": params.train.seed,
+               "model_family": "llava", "mllm_profile": mllm.get("profile", "tiny"), "num_classes": len(test_set.classes)}
+    flat, f1_rows, confusion = classification_metrics(labels_np, preds_np, test_set.classes)
+    metrics |= flat | {"answers_without_class": int((preds_np < 0).sum())}
+    references = {str(i): test_set.explanations(i) for i in range(len(test_set))}
+    if model.mode == "cot":
+        from megl.evaluate.text import score_explanations
+
+        # both sides lower-cased: the tiny tokenizer lower-cases, a real one does not
+        hypotheses = {str(i): g.lower() for i, g in enumerate(generated)}
+        refs_lower = {k: [r.lower() for r in v] for k, v in references.items()}
+        text = score_explanations(hypotheses, refs_lower, timeout_s=cfg.java_timeout_s, spice=cfg.spice, meteor=meteor)
+        metrics |= {k: v for k, v in text.items() if not k.startswith("seconds_") and k != "jvm_starts"}
+        metrics |= clipscore(test_set, generated, cfg, device)
+    metrics = _round(metrics)
+    image = test_set[0]["pixels"].unsqueeze(0).to(device)
+    efficiency = mllm_efficiency(model, image, model.questions(collate([test_set[0]])), cfg)
+    write_json(paths.metrics_file, metrics)
+    write_json(paths.per_class_f1_file, f1_rows)
+    write_json(paths.confusion_file, confusion)
+    write_json(paths.efficiency_file, {k: metrics[k] for k in ("dataset", "backbone", "variant", "seed")} | efficiency)
+    frame = pd.DataFrame({
+        "sample_id": test_set.manifest["sample_id"].to_numpy()[rows],
+        "label": [test_set.classes[i] for i in labels],
+        "predicted": [test_set.classes[i] if i >= 0 else NO_CLASS for i in preds],
+        "generated": generated if model.mode == "cot" else [None] * len(rows),
+        "references": [references[str(i)] for i in range(len(rows))],
+    })
+    with atomic_dir(paths.results_dir) as tmp:
+        frame.to_parquet(tmp / "predictions.parquet", index=False)
+    log_to_run(params, dataset, backbone, variant, metrics, efficiency, paths)
+    return metrics
+
+
+def mllm_efficiency(model, image: torch.Tensor, question: list[str], cfg: EvaluateConfig) -> dict:
+    """Table 5 for an MLLM baseline at batch 1: one forward of the prompt with the image, no
+    decoding (the paper's protocol), and the full greedy answer (with its explanation for CoT)."""
+    from megl.evaluate.efficiency import median_seconds, runtime_fields
+
+    cls_s = median_seconds(lambda: model.classify_forward(image, question), cfg.efficiency_warmup, cfg.efficiency_iters, image.device)
+    full_s = median_seconds(lambda: model.generate(image, question), cfg.efficiency_warmup, cfg.efficiency_iters, image.device)
+    # peft keeps the original of each module it trains a copy of (modules_to_save): count the model once
+    total = sum(p.numel() for n, p in model.named_parameters() if ".original_module." not in n)
+    return {
+        "parameters_classifier": total, "parameters_total": total,
+        "latency_ms": round(cls_s * 1000, 3), "fps": round(1 / cls_s, 2),
+        "latency_explained_ms": round(full_s * 1000, 3), "fps_explained": round(1 / full_s, 2),
+    } | runtime_fields(image.device, next(model.parameters()).dtype)
 
 
 def model_fields(config: dict, num_classes: int) -> dict:

@@ -28,6 +28,9 @@ def load_exported(model_dir: Path) -> tuple[MEGL, dict]:
     missing = [k for k in keys if not isinstance(config, dict) or k not in config]
     if missing:
         raise DataError(f"{config_path}: not an exported megl model config (missing {missing})")
+    weights_path = model_dir / "model.safetensors"
+    if config["variant_terms"].get("family") == "llava":
+        return _load_mllm(model_dir, config, weights_path), config
     bb = config["backbone_params"]
     classifier = build_classifier(BackboneConfig(config["backbone"], bb["profile"], bb["pretrained_path"]), len(config["classes"]))
     variant = VariantConfig(**config["variant_terms"])
@@ -44,14 +47,35 @@ def load_exported(model_dir: Path) -> tuple[MEGL, dict]:
         lambda_visual=0.0, lambda_textual=0.0, cam_mode="detached", cam_eps=config["train"]["cam_eps"],
         image_size=config.get("image_size"),
     )
-    weights_path = model_dir / "model.safetensors"
-    try:
-        weights = load_file(weights_path)
-    except Exception as exc:  # safetensors raises its own error type for a damaged header or body
-        raise DataError(f"{weights_path}: cannot be read as safetensors, truncated or corrupt ({exc})") from None
+    weights = _read_weights(weights_path)
     # paper profiles export only what training changed; their frozen parts come from the local paths
     strict = config["text_head"].get("profile", "tiny") != "paper" or text_head is None
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected or (strict and missing):
         raise ValueError(f"{model_dir / 'model.safetensors'}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.eval(), config
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except Exception as exc:  # safetensors raises its own error type for a damaged header or body
+        raise DataError(f"{path}: cannot be read as safetensors, truncated or corrupt ({exc})") from None
+
+
+def _load_mllm(model_dir: Path, config: dict, weights_path: Path):
+    """An exported MLLM baseline: its tokenizer folder and weights (paper: LoRA + projector over
+    the local LLaVA folder its config names)."""
+    from megl.config import MLLMConfig
+    from megl.models.llava_baseline import LlavaBaseline
+    from megl.models.tokenizer import load_tokenizer
+
+    terms = config["variant_terms"]
+    mllm = build_dataclass(MLLMConfig, dict(terms.get("mllm") or {}), "variant_terms.mllm")
+    tokenizer = load_tokenizer(model_dir / "tokenizer") if mllm.profile == "tiny" else None
+    model = LlavaBaseline(mllm, config["classes"], "cot" if terms["text"] else "vqa", tokenizer=tokenizer)
+    try:
+        model.load_checkpoint_state_dict(_read_weights(weights_path))
+    except KeyError as exc:
+        raise ValueError(f"{weights_path}: {exc}") from None
+    return model.eval()

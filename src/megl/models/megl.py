@@ -121,6 +121,6 @@ class MEGL(nn.Module):
             transformed = self.mask_transform(losses.positive_region(input_map))
         return losses.res_loss(cam, target, transformed, has_map, self.variant.eta)
 
-    def predict(self, pixels: torch.Tensor) -> torch.Tensor:
+    def predict_batch(self, batch: dict) -> torch.Tensor:
         """Predicted class ids (the validation accuracy of the training loop)."""
-        return self.classifier(pixels).logits.argmax(1)
+        return self.classifier(batch["pixels"]).logits.argmax(1)
