@@ -80,7 +80,7 @@ def test_tables_layout_marks_and_determinism(tmp_path):
     assert "CLIPScore n/a: no local CLIP weights." in t3 and "SPICE n/a: Stanford CoreNLP jars missing." in t3
     assert "tiny random-init text head" in t3 and "**n/a**" not in t3
     t5 = (tmp_path / "a/table5.md").read_text()
-    assert "| MEGL-ResNet18 (tiny) | Object-ME | 11.20M | 8.50 | 117.40 | 20.00 | 50.00 | cpu float32 |" in t5
+    assert "| MEGL-ResNet18 (tiny) | Object-ME | 11.20M | 8.50 | 117.40 | - | 20.00 | 50.00 | cpu float32 |" in t5
     assert (tmp_path / "a/table5.csv").read_text().splitlines()[1].endswith(",cpu float32,1")
 
 
@@ -194,3 +194,46 @@ def test_stage_without_any_run_fails_clearly(repo, tmp_path):
     assert not (tmp_path / "tables").exists()
     out = run_tables(repo, "--params", str(params), "--variants", "nope")
     assert out.returncode == 1 and "--variants ['nope'] not defined" in out.stderr
+
+
+def test_baselines_and_mllm_rows(tmp_path):
+    """Table 2 has the visual-EGL baselines between the plain backbone and MEGL, CDEP n/a on ViT, and
+    the MLLM group first (found under the backbone it was trained in); Table 3 the Fine-tune-CoT
+    row; Table 5 the LLaVA rows and the speed-up over LLaVA-Fine-tune-CoT."""
+    write_metrics(tmp_path)
+    base = {"precision": 0.5, "recall": 0.5, "f1": 0.5, "backbone_profile": "tiny", "backbone_pretrained": False,
+            "test_samples": 500, "chance_accuracy": 0.1}
+    eff = {"device": "cpu", "dtype": "float32", "latency_explained_ms": 30.0, "fps_explained": 33.3}
+    for b in BACKBONES:
+        lay = run_layout(tmp_path, RunKey("object_me", b, "res_l", 0))
+        write_json(lay.test_metrics, base | {"accuracy": 0.69, "miou": 0.35})
+        write_json(lay.efficiency, eff | {"parameters_classifier": 11_200_000, "latency_ms": 8.5, "fps": 117.4})
+    write_json(run_layout(tmp_path, RunKey("object_me", "vit_b16", "cdep", 0)).test_metrics, {"not_applicable": "no CD for ViT"})
+    write_json(run_layout(tmp_path, RunKey("object_me", "resnet18", "cdep", 0)).test_metrics, base | {"accuracy": 0.68, "miou": 0.36})
+    for v, acc, fps in (("llava", 0.6, 10.0), ("finetune_cot", 0.62, 5.0)):
+        lay = run_layout(tmp_path, RunKey("object_me", "resnet18", v, 0))
+        m = base | {"accuracy": acc, "model_family": "llava", "mllm_profile": "tiny"}
+        if v == "finetune_cot":
+            m |= {"bleu_4": 0.2, "meteor": 0.2, "rouge_l": 0.3, "cider": 0.5, "clipscore": None, "spice": None}
+        write_json(lay.test_metrics, m)
+        write_json(lay.efficiency, eff | {"parameters_total": 300_000, "latency_ms": 1000 / fps, "fps": fps})
+        write_json(run_layout(tmp_path, RunKey("object_me", "vit_b16", v, 0)).test_metrics, {"not_applicable": "trained once"})
+    variants = VARIANTS + ["cdep", "res_l", "llava", "finetune_cot"]
+    runs = load_runs(tmp_path, ["object_me"], BACKBONES, variants, [0])
+    write_tables(build_tables(runs), tmp_path / "t")
+    t2 = (tmp_path / "t/table2.md").read_text().splitlines()[3:]
+    assert [line.split(" | ")[:2] for line in t2[:2]] == [["| LLaVA (tiny)", "-"], ["| LLaVA (tiny)", "Fine-tune-CoT"]]
+    assert "| n/a |" in t2[0]  # no CAM: mIoU n/a, not a number
+    resnet = [line.split(" | ")[1] for line in t2 if line.startswith("| ResNet18")]
+    assert resnet == ["-", "CDEP", "RES-L", "Visual", "Text", "Visual+Text", "MEGL"]
+    vit_cdep = next(line for line in t2 if line.startswith("| ViT-B/16 (tiny) | CDEP |"))
+    assert vit_cdep.count("n/a") == 5
+    assert "not LLaVA-1.5-7B" in (tmp_path / "t/table2.md").read_text()
+    t3 = (tmp_path / "t/table3.md").read_text()
+    assert "| LLaVA (tiny)-Fine-tune-CoT | LLaVA (tiny) | n/a | 0.2000 |" in t3
+    t5 = (tmp_path / "t/table5.md").read_text()
+    assert "| MEGL-ResNet18 (tiny) | Object-ME | 11.20M | 8.50 | 117.40 | 23.48x |" in t5
+    assert "| LLaVA (tiny) | Object-ME | 0.30M | 100.00 | 10.00 | 2.00x |" in t5
+    assert "| LLaVA (tiny)-Fine-tune-CoT | Object-ME | 0.30M | 200.00 | 5.00 | - |" in t5
+    t4 = (tmp_path / "t/table4.md").read_text()
+    assert "CDEP" not in t4 and "LLaVA" not in t4  # the ablation is MEGL's own terms

@@ -47,6 +47,8 @@ MLLM_ORDER = ["llava", "finetune_cot"]
 PM = "±"
 NA = "n/a"  # computed metric that could not be computed for real (the caption says why)
 DAGGER = "†"  # not above chance: left out of every ranking
+MLLM_TINY_NOTE = ("LLaVA (tiny): a random-init tiny LLaVA (CLIP vision tower + 2-layer Llama from config) "
+                  "fine-tuned like LLaVA-1.5, not LLaVA-1.5-7B; classes parsed from its greedy answers")
 PROFILE_NOTE = {
     "tiny": "(tiny): random-init tiny profile of the named architecture, trained from scratch, not the paper's model",
     "random init": "(random init): the paper's architecture without pretrained weights",
@@ -210,9 +212,30 @@ class Runs:
         name, profile = BACKBONE_NAMES.get(b, b), self.profile(b)
         return f"{name} ({profile})" if profile and profile != "pretrained" else name
 
-    def profile_note(self) -> str:
-        """Caption sentence for the profiles the rows carry."""
+    def mllm_backbone(self, d: str, v: str) -> str | None:
+        """The backbone folder an MLLM baseline's runs live in (trained once per dataset, under the
+        grid's first backbone; the others are n/a records), or None when none was found."""
+        for b in self.backbones:
+            found = self.found(d, b, v)
+            if found and not any("not_applicable" in m for m in found):
+                return b
+        return None
+
+    def mllm_label(self) -> str:
+        profiles = sorted({m.get("mllm_profile", "tiny") for d in self.datasets for b in self.backbones
+                           for v in MLLM_ORDER if v in self.variants for m in self.found(d, b, v) if "model_family" in m})
+        if not profiles:
+            return "LLaVA"
+        return "LLaVA (tiny)" if profiles == ["tiny"] else "LLaVA-1.5" if profiles == ["paper"] else "LLaVA (" + " + ".join(profiles) + ")"
+
+    def mllm_variants(self) -> list[str]:
+        return [v for v in MLLM_ORDER if v in self.variants]
+
+    def profile_note(self, mllm: bool = False) -> str:
+        """Caption sentence for the profiles the rows carry (mllm: the table has the MLLM rows)."""
         notes = [PROFILE_NOTE[p] for p in PROFILE_NOTE if any(p in self.profile(b).split(" + ") for b in self.backbones)]
+        if mllm and self.mllm_label() == "LLaVA (tiny)":
+            notes.append(MLLM_TINY_NOTE)
         return (" " + "; ".join(notes) + ".") if notes else ""
 
 
@@ -277,20 +300,29 @@ def table2(runs: Runs) -> Table:
         header += [f"{DATASET_NAMES.get(d, d)} Seeds", f"{DATASET_NAMES.get(d, d)} Above chance"]
     csv_only = frozenset(i for i, h in enumerate(header) if h.endswith((" Seeds", " Above chance")))
     rows = []
-    for b in runs.backbones:
-        group = [[Cell(runs.backbone(b)), Cell(METHOD_NAMES[v])] for v in _variants(runs)]
+    # the MLLM baselines first, as the paper; then each backbone with its methods
+    groups = [(None, runs.mllm_variants())] if runs.mllm_variants() else []
+    groups += [(b, _variants(runs)) for b in runs.backbones]
+    for b, variants in groups:
+        label = runs.mllm_label() if b is None else runs.backbone(b)
+        group = [[Cell(label), Cell(METHOD_NAMES[v])] for v in variants]
         for j, d in enumerate(runs.datasets):
             first = 2 + j * (len(keys) + 2)
-            ranked = [runs.above_chance(d, b, v) for v in _variants(runs)]
-            for row, v, ok in zip(group, _variants(runs), ranked):
-                cells = [runs.cell(d, b, v, k) for k in keys]
-                row += [cells[0] if ok or cells[0].value is None else _at_chance(cells[0]), *cells[1:],
-                        runs.count(d, b, v), Cell("yes" if ok else "no")]
+            where = [b if b is not None else runs.mllm_backbone(d, v) for v in variants]
+            ranked = [w is not None and runs.above_chance(d, w, v) for v, w in zip(variants, where)]
+            for row, v, w, ok in zip(group, variants, where, ranked):
+                if w is None:
+                    row += [Cell(None)] * len(keys) + [Cell(0, "{:d}"), Cell("no")]
+                    continue
+                cells = [runs.cell(d, w, v, k) for k in keys]
+                row += [cells[0] if ok or not _number(cells[0].value) else _at_chance(cells[0]), *cells[1:],
+                        runs.count(d, w, v), Cell("yes" if ok else "no")]
             mark_best(group, range(first, first + len(keys)), ranked=ranked)
         rows += group
     caption = ("Table 2. Classification and visual explainability (test split, macro averages, mIoU of the "
-               "predicted-class CAM).")
-    return Table("table2", caption + runs.profile_note() + seeds_note(rows) + chance_note(rows), header, rows, csv_only)
+               "predicted-class CAM; n/a: the method has no CAM (MLLM baselines) or no faithful form on the backbone "
+               "(CDEP on ViT)).")
+    return Table("table2", caption + runs.profile_note(mllm=True) + seeds_note(rows) + chance_note(rows), header, rows, csv_only)
 
 
 TEXT_KEYS = [("clipscore", "CLIPScore"), ("bleu_4", "B4"), ("meteor", "M"), ("rouge_l", "R"), ("spice", "S"), ("cider", "C")]
@@ -311,6 +343,13 @@ def table3(runs: Runs) -> Table:
         header += [f"{DATASET_NAMES.get(d, d)} {n}" for _, n in TEXT_KEYS] + [f"{DATASET_NAMES.get(d, d)} Seeds"]
     seed_cols = frozenset(i for i, h in enumerate(header) if h.endswith(" Seeds"))
     rows, heads = [], set()
+    if "finetune_cot" in runs.variants:
+        row = [Cell(f"{runs.mllm_label()}-Fine-tune-CoT"), Cell(runs.mllm_label())]
+        for d in runs.datasets:
+            w = runs.mllm_backbone(d, "finetune_cot")
+            row += ([runs.cell(d, w, "finetune_cot", k) for k, _ in TEXT_KEYS] + [runs.count(d, w, "finetune_cot")]
+                    if w else [Cell(None)] * len(TEXT_KEYS) + [Cell(0, "{:d}")])
+        rows.append(row)
     for b in runs.backbones:
         for v in _variants(runs, ("text", "visual_text", "megl")):
             row = [Cell(METHOD_NAMES[v]), Cell(runs.backbone(b))]
@@ -323,7 +362,7 @@ def table3(runs: Runs) -> Table:
     if heads & TEXT_HEAD_NOTE.keys():
         caption += f" Explanations from {'; '.join(TEXT_HEAD_NOTE[h] for h in sorted(heads & TEXT_HEAD_NOTE.keys()))}."
     caption += _status_note(runs, "clipscore_status", "CLIPScore") + _status_note(runs, "spice_status", "SPICE")
-    return Table("table3", caption + runs.profile_note() + seeds_note(rows), header, rows, seed_cols)
+    return Table("table3", caption + runs.profile_note(mllm="finetune_cot" in runs.variants) + seeds_note(rows), header, rows, seed_cols)
 
 
 def _difference(runs: Runs, d: str, b: str, v: str, metric: str) -> Cell:
@@ -358,22 +397,33 @@ def table4(runs: Runs) -> Table:
 
 
 def table5(runs: Runs) -> Table:
-    header = ["Model", "Dataset", "Parameters", "Latency (ms)", "FPS", "Latency with explanation (ms)", "FPS with explanation", "Device", "Seeds"]
+    """MEGL against the MLLM baselines: size and speed at batch 1, and the speed-up over
+    LLaVA-Fine-tune-CoT as the paper gives it (its FPS over theirs, same dataset and machine)."""
+    header = ["Model", "Dataset", "Parameters", "Latency (ms)", "FPS", "Speedup", "Latency with explanation (ms)",
+              "FPS with explanation", "Device", "Seeds"]
     rows = []
     for d in runs.datasets:
-        for b in runs.backbones:
-            found = runs.found(d, b, "megl", efficiency=True)
-            params = runs.cell(d, b, "megl", "parameters_classifier", efficiency=True).value
+        models = [(f"MEGL-{runs.backbone(b)}", b, "megl") for b in runs.backbones if "megl" in runs.variants]
+        names = {"llava": runs.mllm_label(), "finetune_cot": f"{runs.mllm_label()}-Fine-tune-CoT"}
+        models += [(names[v], w, v) for v in runs.mllm_variants() if (w := runs.mllm_backbone(d, v))]
+        cot = runs.mllm_backbone(d, "finetune_cot") if "finetune_cot" in runs.variants else None
+        cot_fps = runs.cell(d, cot, "finetune_cot", "fps", efficiency=True).value if cot else None
+        for name, b, v in models:
+            found = runs.found(d, b, v, efficiency=True)
+            params = runs.cell(d, b, v, "parameters_total" if v in MLLM_ORDER else "parameters_classifier", efficiency=True).value
+            fps = runs.cell(d, b, v, "fps", "{:.2f}", efficiency=True)
+            speedup = Cell(fps.value / cot_fps, "{:.2f}x") if _number(fps.value) and _number(cot_fps) and v != "finetune_cot" else Cell(None)
             devices = sorted({f"{e['device']} {e['dtype']}" for e in found if "device" in e and "dtype" in e})
             rows.append([
-                Cell(f"MEGL-{runs.backbone(b)}"), Cell(DATASET_NAMES.get(d, d)),
-                Cell(f"{params / 1e6:.2f}M" if _number(params) else None),
-                *(runs.cell(d, b, "megl", k, "{:.2f}", efficiency=True)
-                  for k in ("latency_ms", "fps", "latency_explained_ms", "fps_explained")),
+                Cell(name), Cell(DATASET_NAMES.get(d, d)), Cell(f"{params / 1e6:.2f}M" if _number(params) else None),
+                runs.cell(d, b, v, "latency_ms", "{:.2f}", efficiency=True), fps, speedup,
+                *(runs.cell(d, b, v, k, "{:.2f}", efficiency=True) for k in ("latency_explained_ms", "fps_explained")),
                 Cell("; ".join(devices) if devices else None), Cell(len(found), "{:d}"),
             ])
-    caption = "Table 5. Efficiency at batch size 1 (classification only, as the paper; and with CAM + explanation)."
-    return Table("table5", caption + runs.profile_note() + seeds_note(rows), header, rows, frozenset({len(header) - 1}))
+    caption = ("Table 5. Efficiency at batch size 1: classification only (one forward, no decoding, as the paper), and "
+               "with the explanation (MEGL: Grad-CAM + generated text; MLLM: the greedy answer). Speedup: FPS over "
+               "LLaVA-Fine-tune-CoT's on the same dataset and machine.")
+    return Table("table5", caption + runs.profile_note(mllm=True) + seeds_note(rows), header, rows, frozenset({len(header) - 1}))
 
 
 FAITH_KEYS = [("deletion_auc", "Deletion AUC", False), ("insertion_auc", "Insertion AUC", True),
