@@ -1,5 +1,7 @@
-"""Seconds per training step: CE only, CE + batched Grad-CAM loss (both modes), full MEGL, and the
-peer approach (per-sample hooks + backward, as in the authors' prototype and RES).
+"""Seconds per training step: CE only, CE + batched Grad-CAM loss (both modes), full MEGL, the
+peer approach (per-sample hooks + backward, as in the authors' prototype and RES), and every
+visual explanation-guided baseline of params.yaml (GRADIA, HAICS, RES-G, RES-L, CDEP, RRR) as the
+MEGL module trains it, with that variant's params (CDEP: ResNet only).
 
 Prints one JSON object; every ratio is against the CE-only step measured in the same run.
 
@@ -13,11 +15,12 @@ import json
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from megl.config import VariantConfig
+from megl.config import VariantConfig, load_params
 from megl.models.backbones import BackboneConfig, build_classifier
 from megl.models.gradcam import class_scores, grad_cam, normalise
 from megl.models.megl import MEGL
@@ -25,6 +28,8 @@ from megl.models.sdtg import SDTGHead, TextHeadConfig
 from megl.models.tokenizer import train_tokenizer
 
 SIZES = {"tiny": (64, 32), "paper": (224, 16)}  # image size, batch
+BASELINES = ["gradia", "haics", "res_g", "res_l", "cdep", "rrr"]
+ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ["the red circle in the center is round", "a blue square with four equal sides", "one arm is raised high"]
 
 
@@ -92,16 +97,32 @@ def bench(backbone: str, profile: str, steps: int, device: str) -> dict:
     head = SDTGHead(TextHeadConfig(), classifier.feature_dim, tokenizer).to(device)
     megl = MEGL(classifier, head, VariantConfig(True, True, True), gt.mean(0), lambda_visual=1.0,
                 lambda_textual=0.5, cam_mode="create_graph", cam_eps=1e-8).to(device)
-    ids, mask = (t.to(device) for t in head.encode([TEXTS[i % 3] for i in range(batch)]))
-    megl_opt = torch.optim.SGD([p for p in megl.parameters() if p.requires_grad], lr=1e-4)
-    has = torch.arange(batch, device=device) % 4 == 0
+    full = torch.zeros(batch, size, size, device=device)
+    full[:, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1.0
+    data = {"pixels": x, "label": y, "gt_map": gt, "input_map": full, "has_map": torch.arange(batch, device=device) % 4 == 0,
+            "explanation": [TEXTS[i % 3] for i in range(batch)]}
 
-    def megl_full():
-        megl_opt.zero_grad()
-        with autocast:
-            out = megl(x, y, gt, has, ids, mask)
-        out.loss.backward()
-        megl_opt.step()
+    def train_step(model):
+        model_opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+        def step():
+            model_opt.zero_grad()
+            with autocast:
+                out = model(data)
+            out.loss.backward()
+            model_opt.step()
+        return step
+
+    megl_full = train_step(megl)
+    params = load_params(ROOT / "params.yaml")
+    baselines = {}
+    for name in BASELINES:
+        if name == "cdep" and backbone != "resnet18":
+            baselines[name] = None  # no faithful contextual decomposition for ViT
+            continue
+        model = MEGL(classifier, None, params.variant(name), gt.mean(0), lambda_visual=1.0, lambda_textual=0.0,
+                     cam_mode=params.train.cam_mode, cam_eps=1e-8, image_size=size).to(device)
+        baselines[name] = train_step(model)
 
     r = {"backbone": backbone, "profile": profile, "image_size": size, "batch": batch, "cam_grid": grid}
     r["ce_only_s"] = timed(ce_only, steps, device)
@@ -109,6 +130,9 @@ def bench(backbone: str, profile: str, steps: int, device: str) -> dict:
     r["cam_detached_s"] = timed(cam_step("detached"), steps, device)
     r["megl_full_tiny_text_head_s"] = timed(megl_full, steps, device)
     r["peer_per_sample_s"] = timed(peer_per_sample, max(2, steps // 2), device)
+    for name, step in baselines.items():
+        r[f"{name}_s"] = timed(step, steps, device) if step else None
+        r[f"ratio_{name}_vs_ce"] = r[f"{name}_s"] / r["ce_only_s"] if step else None
     r["ratio_create_graph_vs_ce"] = r["cam_create_graph_s"] / r["ce_only_s"]
     r["ratio_detached_vs_ce"] = r["cam_detached_s"] / r["ce_only_s"]
     r["speedup_detached_vs_peer"] = r["peer_per_sample_s"] / r["cam_detached_s"]

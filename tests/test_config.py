@@ -1,3 +1,4 @@
+import re
 import textwrap
 
 import pytest
@@ -19,7 +20,12 @@ def default_params(repo):
 def test_repository_params_load(repo):
     params = load_params(repo / "params.yaml")
     assert set(params.datasets) == {"object_me", "action_me", "object_me_varied", "action_me_varied", "decoy_fmnist"}
-    assert params.grid.datasets == ("object_me_varied", "action_me_varied")
+    assert params.grid.datasets == ("object_me_varied",)
+    # every method of the paper's tables is in the default grid
+    assert set(params.grid.variants) == {"megl", "visual_text", "text", "visual", "baseline", "gradia", "haics",
+                                         "res_g", "res_l", "cdep", "rrr", "llava", "finetune_cot"}
+    assert params.variant("res_l").cam_mode == "detached" and params.variant("rrr").weight == 1000.0
+    assert params.variant("finetune_cot").family == "llava" and params.variant("finetune_cot").text
     assert params.synthetic_source("object_me_varied").geometry == "varied"
     assert params.synthetic_source("object_me").geometry == "centre"
     assert params.dataset("decoy_fmnist").layout == "generic" and params.dataset("decoy_fmnist").split_from == "source"
@@ -135,3 +141,23 @@ def test_validate_stage(repo, tmp_path):
     out = subprocess.run([sys.executable, "stages/validate.py", "--params", str(path)], cwd=repo, capture_output=True, text=True)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert f"validate: {path}: train.epochs: must be >= 1" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "variant, message",
+    [
+        ({"loss": "gradia", "visual": True}, "is a baseline of its own"),
+        ({"family": "llava", "visual": True}, "no Grad-CAM terms"),
+        ({"loss": "rrr", "weight": -1.0}, "must be >= 0"),
+        ({"loss": "res_x"}, "variants.bad.loss"),
+        ({"mllm": {"profile": "tiny"}}, "only a variant of family llava"),
+        ({"family": "llava", "mllm": {"profile": "paper"}}, "variants.bad.mllm.model_path"),
+        ({"family": "llava", "mllm": {"lora_rank": 8}}, "unknown key(s) ['lora_rank']"),
+    ],
+)
+def test_bad_variant_blocks_name_the_key(repo, tmp_path, variant, message):
+    raw = default_params(repo)
+    raw["variants"]["bad"] = variant
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_params(tmp_path / "params.yaml")

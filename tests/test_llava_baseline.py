@@ -264,14 +264,15 @@ def test_paper_profile_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no-such-llava"):
         LlavaBaseline(MLLMConfig(profile="paper", model_path=str(missing)), CLASSES, "vqa")
     with pytest.raises(ConfigError, match="model_path"):
-        MLLMConfig(profile="paper")
+        LlavaBaseline(MLLMConfig(profile="paper"), CLASSES, "vqa")
 
 
 def test_config_and_argument_validation():
+    # checked where the model is built (params.yaml blocks are checked on load, with their key path)
     with pytest.raises(ConfigError, match="vision_image_size"):
-        MLLMConfig(vision_image_size=60, vision_patch=8)
+        MLLMConfig(vision_image_size=60, vision_patch=8).validate("mllm")
     with pytest.raises(ConfigError, match="lora_targets"):
-        MLLMConfig(lora_targets=["fc1"])
+        LlavaBaseline(MLLMConfig(lora_targets=["fc1"]), CLASSES, "vqa", texts=TEXTS)
     assert MLLMConfig(lora_targets=["q_proj", "v_proj"]).lora_targets == ("q_proj", "v_proj")
     assert MLLMConfig().trains_embeddings and not MLLMConfig(profile="paper", model_path="x").trains_embeddings
     with pytest.raises(ValueError, match="mode"):

@@ -318,7 +318,6 @@ class MLLMConfig:
     def __post_init__(self) -> None:
         # built from YAML lists as well as from code: keep the frozen config hashable
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
-        self.validate("mllm")
 
     @property
     def trains_embeddings(self) -> bool:

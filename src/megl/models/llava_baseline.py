@@ -211,6 +211,7 @@ class LlavaBaseline(nn.Module):
         tokenizer=None,
     ) -> None:
         super().__init__()
+        cfg.validate("mllm")  # params checked it with its full key path; code-built configs are checked here
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         normalised = [normalise_answer(c) for c in classes]
