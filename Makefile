@@ -31,7 +31,7 @@ run: venv fashion-mnist
 # (the default grid's outputs are left in place: `git checkout params.yaml dvc.lock tables` returns
 # to them).
 decoy-run: venv fashion-mnist
-	$(BIN)/dvc exp run -S 'grid.datasets=[decoy_fmnist]'
+	$(BIN)/python -m megl.dvc_overlay configs/decoy_fmnist.yaml
 
 # DecoyFMNIST's source: Debian's dataset-fashion-mnist (the four IDX files), installed like any
 # dependency (as root, or through sudo) unless present. Nothing is downloaded at run time.

@@ -80,9 +80,20 @@ def without_image_tokens(active: bool):
         SDTGHead.prefix = original
 
 
+def merged(base: dict, overlay: dict) -> dict:
+    """base updated with overlay, nested dicts merged (as megl.dvc_overlay's experiment has them)."""
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+OVERLAY: dict = {}  # --overlay's blocks (e.g. configs/decoy_fmnist.yaml)
+
+
 def scoped_params(work: Path, train_overrides: dict, tag: str) -> Path:
     """A params file in `work` (outputs go there) that reads the repository's extracted data."""
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = merged(yaml.safe_load((REPO / "params.yaml").read_text()), OVERLAY)
     raw["tracking"]["enabled"] = False
     raw["train"].update(train_overrides)
     path = work / f"params_{tag}.yaml"
@@ -194,7 +205,10 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+")
     parser.add_argument("--extra", action="append", default=[], help="name=variant:train_key=value,... (repeatable)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--overlay", type=Path, help="YAML blocks merged into params.yaml (e.g. configs/decoy_fmnist.yaml)")
     args = parser.parse_args()
+    if args.overlay:
+        OVERLAY.update(yaml.safe_load(args.overlay.read_text()))
     grid = load_params(REPO / "params.yaml").grid
     datasets = args.datasets or list(grid.datasets)
     backbones = args.backbones or list(grid.backbones)

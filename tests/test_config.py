@@ -19,7 +19,8 @@ def default_params(repo):
 
 def test_repository_params_load(repo):
     params = load_params(repo / "params.yaml")
-    assert set(params.datasets) == {"object_me", "action_me", "object_me_varied", "action_me_varied", "decoy_fmnist"}
+    assert set(params.datasets) == {"object_me", "action_me", "object_me_varied", "action_me_varied"}
+    assert params.decoys == {}  # DecoyFMNIST: configs/decoy_fmnist.yaml, a DVC experiment of its own
     assert params.grid.datasets == ("object_me_varied",)
     # every method of the paper's tables is in the default grid
     assert set(params.grid.variants) == {"megl", "visual_text", "text", "visual", "baseline", "gradia", "haics",
@@ -28,8 +29,6 @@ def test_repository_params_load(repo):
     assert params.variant("finetune_cot").family == "llava" and params.variant("finetune_cot").text
     assert params.synthetic_source("object_me_varied").geometry == "varied"
     assert params.synthetic_source("object_me").geometry == "centre"
-    assert params.dataset("decoy_fmnist").layout == "generic" and params.dataset("decoy_fmnist").split_from == "source"
-    assert params.decoys["decoy_fmnist"].train_samples == 6000
     assert params.dataset("object_me").task == "objects"
     assert params.dataset("action_me").labels.coarsen is True
     assert params.synthetic_source("object_me").decoy_agreement == 1.0
@@ -161,3 +160,23 @@ def test_bad_variant_blocks_name_the_key(repo, tmp_path, variant, message):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_params(tmp_path / "params.yaml")
+
+
+def test_decoy_overlay_makes_valid_params(repo, tmp_path):
+    """make decoy-run's experiment: params.yaml with configs/decoy_fmnist.yaml's blocks added, as
+    the -S overrides of megl.dvc_overlay add them."""
+    from megl.dvc_overlay import overrides
+
+    base = default_params(repo)
+    overlay = yaml.safe_load((repo / "configs/decoy_fmnist.yaml").read_text())
+    flags = overrides(base, overlay)
+    assert flags[0].startswith("+decoys.decoy_fmnist={source_dir: \"/usr/share/datasets/fashion-mnist\"")
+    assert flags[1].startswith("+datasets.decoy_fmnist={layout: \"generic\"")
+    assert flags[2] == 'grid.datasets=["decoy_fmnist"]'
+    base["decoys"] |= overlay["decoys"]
+    base["datasets"] |= overlay["datasets"]
+    base["grid"] |= overlay["grid"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(base))
+    params = load_params(tmp_path / "params.yaml")
+    assert params.dataset("decoy_fmnist").layout == "generic" and params.dataset("decoy_fmnist").split_from == "source"
+    assert params.decoys["decoy_fmnist"].train_samples == 6000 and params.grid.datasets == ("decoy_fmnist",)
