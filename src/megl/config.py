@@ -222,11 +222,6 @@ class BackboneParams:
     pretrained_path: str | None = None
 
 
-# The explanation losses a classifier variant can train with (megl.losses): MEGL's own terms, or
-# one visual explanation-guided baseline of the paper's Table 2 (../shared/BASELINES.md) or RRR.
-EXPLANATION_LOSSES = ("megl", "gradia", "haics", "res_g", "res_l", "cdep", "rrr")
-
-
 @dataclasses.dataclass(frozen=True)
 class VariantConfig:
     """One method of the paper's tables.

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Sampler
 from megl.atomic import atomic_dir, write_json
 from megl.config import ConfigError, Params, build_dataclass
 from megl.data.dataset import ExplanationDataset, collate
+from megl.evaluate.classification import NO_CLASS
 from megl.layout import RunKey, run_layout
 from megl.models.backbones import BackboneConfig, build_classifier
 from megl.models.gradcam import explain
@@ -318,7 +319,7 @@ def gallery(core: MEGL, val_set: ExplanationDataset, n: int, device) -> tuple[np
         return None, {
             "sample": [val_set.manifest["sample_id"].iat[it["row"]] for it in items],
             "label": [val_set.classes[it["label"]] for it in items],
-            "predicted": [val_set.classes[i] if i >= 0 else "(no class)" for i in ids],
+            "predicted": [val_set.classes[i] if i >= 0 else NO_CLASS for i in ids],
             "references": [" | ".join(val_set.explanations(i)) for i in picks],
             "generated": generated,
         }
@@ -368,7 +369,7 @@ def publish(best: Path, model_dir: Path, record: dict) -> None:
 def export(core: MEGL, tokenizer, params: Params, dataset, backbone, variant, classes, epoch, out: Path) -> None:
     """model.safetensors + config.json (+ tokenizer/). Tiny profiles are random-init, so their
     frozen parts are saved too; paper profiles keep only what training changed."""
-    if hasattr(core, "checkpoint_state_dict"):  # an MLLM baseline: what rebuilds it (paper: LoRA + projector)
+    if not isinstance(core, MEGL):  # an MLLM baseline: what rebuilds it (paper: LoRA + projector)
         weights = {k: v.cpu() for k, v in core.checkpoint_state_dict().items()}
     else:
         weights = {k: v.detach().cpu().contiguous() for k, v in core.state_dict().items()}

@@ -33,7 +33,7 @@ class ExplanationDataset(Dataset):
         saliency = Saliency(data_dir, grid, len(manifest))
         self.index, self.maps = saliency.index, saliency.maps
         self.mean_map = torch.from_numpy(saliency.mean_map)
-        size = self.images.shape[1]
+        self.image_size = size = self.images.shape[1]
         self.input_maps = saliency.maps if size == grid else Saliency(data_dir, size, len(manifest), need_mean=False).maps
         self.grid = grid
         self.seed = seed
@@ -57,8 +57,7 @@ class ExplanationDataset(Dataset):
         pixels = torch.from_numpy(np.array(self.images[row])).permute(2, 0, 1).float() / 255.0
         k = int(self.index[row])
         gt = torch.from_numpy(np.array(self.maps[k])) if k >= 0 else torch.zeros(self.grid, self.grid)
-        size = self.images.shape[1]
-        full = torch.from_numpy(np.array(self.input_maps[k])) if k >= 0 else torch.zeros(size, size)
+        full = torch.from_numpy(np.array(self.input_maps[k])) if k >= 0 else torch.zeros(self.image_size, self.image_size)
         texts = self.manifest["explanations"].iat[row]
         pick = np.random.default_rng([self.seed, self.epoch, row]).integers(len(texts))
         return {

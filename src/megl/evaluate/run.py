@@ -165,14 +165,7 @@ def _score(params: Params, dataset, backbone, variant, paths: EvalPaths, model, 
 
     references = {str(i): test_set.explanations(i) for i in range(len(test_set))}
     if model.text_head is not None:
-        from megl.evaluate.text import score_explanations
-
-        hypotheses = {str(i): g for i, g in enumerate(pred["generated"])}
-        # the tokenizer lower-cases, so references are compared lower-cased too
-        refs_lower = {k: [r.lower() for r in v] for k, v in references.items()}
-        text = score_explanations(hypotheses, refs_lower, timeout_s=cfg.java_timeout_s, spice=cfg.spice, meteor=meteor)
-        metrics |= {k: v for k, v in text.items() if not k.startswith("seconds_") and k != "jvm_starts"}
-        metrics |= clipscore(test_set, pred["generated"], cfg, device)
+        metrics |= text_metrics(test_set, pred["generated"], references, cfg, device, meteor)
 
     metrics = _round(metrics)
     efficiency = efficiency_metrics(model, images[:1], warmup=cfg.efficiency_warmup, iters=cfg.efficiency_iters)
@@ -207,14 +200,8 @@ def _score_mllm(params: Params, dataset, backbone, variant, paths: EvalPaths, mo
     metrics |= flat | {"answers_without_class": int((preds_np < 0).sum())}
     references = {str(i): test_set.explanations(i) for i in range(len(test_set))}
     if model.mode == "cot":
-        from megl.evaluate.text import score_explanations
-
-        # both sides lower-cased: the tiny tokenizer lower-cases, a real one does not
-        hypotheses = {str(i): g.lower() for i, g in enumerate(generated)}
-        refs_lower = {k: [r.lower() for r in v] for k, v in references.items()}
-        text = score_explanations(hypotheses, refs_lower, timeout_s=cfg.java_timeout_s, spice=cfg.spice, meteor=meteor)
-        metrics |= {k: v for k, v in text.items() if not k.startswith("seconds_") and k != "jvm_starts"}
-        metrics |= clipscore(test_set, generated, cfg, device)
+        # hypotheses lower-cased too: the tiny tokenizer lower-cases, a real LLaVA's does not
+        metrics |= text_metrics(test_set, generated, references, cfg, device, meteor, lower_hypotheses=True)
     metrics = _round(metrics)
     image = test_set[0]["pixels"].unsqueeze(0).to(device)
     efficiency = mllm_efficiency(model, image, model.questions(collate([test_set[0]])), cfg)
@@ -249,6 +236,19 @@ def mllm_efficiency(model, image: torch.Tensor, question: list[str], cfg: Evalua
         "latency_ms": round(cls_s * 1000, 3), "fps": round(1 / cls_s, 2),
         "latency_explained_ms": round(full_s * 1000, 3), "fps_explained": round(1 / full_s, 2),
     } | runtime_fields(image.device, next(model.parameters()).dtype)
+
+
+def text_metrics(test_set, generated: list[str], references: dict[str, list[str]], cfg: EvaluateConfig, device, meteor,
+                 lower_hypotheses: bool = False) -> dict:
+    """Table 3's metrics of generated explanations against every reference, lower-cased (the tiny
+    tokenizers lower-case what they write), and CLIPScore of the generations as written."""
+    from megl.evaluate.text import score_explanations
+
+    hypotheses = {str(i): g.lower() if lower_hypotheses else g for i, g in enumerate(generated)}
+    refs_lower = {k: [r.lower() for r in v] for k, v in references.items()}
+    text = score_explanations(hypotheses, refs_lower, timeout_s=cfg.java_timeout_s, spice=cfg.spice, meteor=meteor)
+    metrics = {k: v for k, v in text.items() if not k.startswith("seconds_") and k != "jvm_starts"}
+    return metrics | clipscore(test_set, generated, cfg, device)
 
 
 def model_fields(config: dict, num_classes: int) -> dict:
