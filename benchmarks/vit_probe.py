@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import sys
 import tempfile
 import time
@@ -103,8 +104,9 @@ class ProbeViT(backbones.ViTClassifier):
         self.cam_at = cam_at
 
     def _grid(self, h):
-        b, _, d = h.shape
-        return h[:, 1:].transpose(1, 2).reshape(b, d, self.grid, self.grid)
+        b, n, d = h.shape
+        side = math.isqrt(n - 1)  # a square input: CLS + side x side patches
+        return h[:, 1:].transpose(1, 2).reshape(b, d, side, side)
 
     def _through_cam(self, h):
         a = self.cam_layer(self._grid(h))

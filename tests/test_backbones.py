@@ -3,7 +3,18 @@
 import pytest
 import torch
 
+from transformers import BertConfig, BertModel, DeiTConfig, DeiTModel, Dinov2Config, Dinov2Model, ViTConfig, ViTModel
+
 from megl.models.backbones import BackboneConfig, build_classifier
+from megl.models.gradcam import class_scores, grad_cam
+
+SMALL = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64)
+# A ViT-family checkpoint of each kind a user may have: (transformers class, config, patch)
+VIT_FAMILY = {
+    "vit": (ViTModel, ViTConfig(image_size=64, patch_size=16, **SMALL), 16),
+    "deit": (DeiTModel, DeiTConfig(image_size=64, patch_size=16, **SMALL), 16),
+    "dinov2": (Dinov2Model, Dinov2Config(image_size=518, patch_size=14, **SMALL), 14),
+}
 
 
 @pytest.mark.parametrize("name, channels", [("resnet18", 64), ("vit_b16", 64)])
@@ -32,5 +43,54 @@ def test_pretrained_path_loads_local_weights(name, tmp_path):
 
 
 def test_missing_pretrained_path_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="pretrained_path .*nope is not a folder of local weights"):
+    with pytest.raises(FileNotFoundError, match="pretrained_path .*nope is not a folder of local transformers weights"):
         build_classifier(BackboneConfig("resnet18", pretrained_path=str(tmp_path / "nope")), 3)
+
+
+def _saved(kind, tmp_path):
+    cls, cfg, patch = VIT_FAMILY[kind]
+    torch.manual_seed(0)
+    kwargs = {} if kind == "dinov2" else {"add_pooling_layer": False}
+    model = cls(cfg, **kwargs).eval()
+    model.save_pretrained(tmp_path / kind)
+    return model, str(tmp_path / kind), patch
+
+
+@pytest.mark.parametrize("kind", sorted(VIT_FAMILY))
+@pytest.mark.parametrize("size", [112, 224])
+def test_vit_family_cam_is_the_last_blocks_input_on_the_checkpoints_patch_grid(kind, size, tmp_path):
+    """Any ViT-family folder under any backbone name (arch: vit): the CAM layer is the patch tokens
+    entering the last block, on the input's patch grid (patch 14 or 16; the position grid is resized),
+    and the features are the encoder's own output, so the forward is the library's forward."""
+    reference, path, patch = _saved(kind, tmp_path)
+    classifier = build_classifier(BackboneConfig("my_vit", "paper", path, arch="vit"), 4).eval()
+    pixels = torch.rand(2, 3, size, size)
+    out = classifier(pixels)
+    side = size // patch
+    assert out.activations.shape == (2, 32, side, side)
+    normalised = classifier.normalise(pixels)
+    kwargs = {} if kind == "dinov2" else {"interpolate_pos_encoding": True}
+    with torch.no_grad():
+        ref = reference(normalised, output_hidden_states=True, **kwargs)
+    lead = ref.last_hidden_state.shape[1] - side * side  # CLS (+ DeiT's distillation token)
+    assert lead == (2 if kind == "deit" else 1)
+    entering_last = ref.hidden_states[-2][:, lead:].transpose(1, 2).reshape(2, 32, side, side)
+    torch.testing.assert_close(out.activations, entering_last, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.features, ref.last_hidden_state[:, lead:].transpose(1, 2).reshape(2, 32, side, side), atol=1e-5, rtol=1e-5)
+    cam = grad_cam(out.activations, class_scores(out.logits, torch.tensor([0, 1])), "create_graph")
+    assert cam.shape == (2, side, side) and torch.isfinite(cam).all()
+
+
+def test_unsupported_architecture_is_a_clear_error(tmp_path):
+    BertModel(BertConfig(vocab_size=50, **SMALL)).save_pretrained(tmp_path / "bert")
+    with pytest.raises(ValueError, match=r"holds a 'bert' model; a ViT backbone loads one of \['deit', 'dinov2', 'vit'\]"):
+        build_classifier(BackboneConfig("vit_b16", "paper", str(tmp_path / "bert")), 3)
+    with pytest.raises(ValueError, match="backbone 'dino': set arch"):
+        build_classifier(BackboneConfig("dino", "paper", str(tmp_path / "bert")), 3)
+
+
+def test_checkpoint_pixel_statistics_are_used(tmp_path):
+    _, path, _ = _saved("vit", tmp_path)
+    (tmp_path / "vit" / "preprocessor_config.json").write_text('{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}')
+    classifier = build_classifier(BackboneConfig("vit_b16", "paper", path), 3)
+    assert classifier.normalise(torch.ones(1, 3, 2, 2)).eq(1.0).all()

@@ -61,7 +61,7 @@ def test_repository_params_load(repo):
         (lambda p: p["compute"].update(threads=0), "compute.threads: must be >= 1, got 0"),
         (lambda p: p.pop("compute"), "compute: missing required key"),
         (lambda p: p["text_head"].update(not_a_key=1), "text_head: unknown key(s) ['not_a_key']"),
-        (lambda p: p["text_head"].update(profile="huge"), "text_head.profile: expected one of ['tiny', 'paper']"),
+        (lambda p: p["text_head"].update(profile="huge"), "text_head.profile: expected one of ['tiny', 'pretrained', 'paper']"),
         (lambda p: p["text_head"].update(profile="paper"), "text_head.clip_path: the 'paper' profile needs a local checkpoint"),
         (lambda p: p["text_head"].update(max_text_tokens=1), "text_head.max_text_tokens: must be >= 2"),
         (lambda p: p["backbones"]["resnet18"].update(grid=7), "backbones.resnet18.grid: 7 is not in saliency.grid_sizes"),

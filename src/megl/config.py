@@ -220,6 +220,9 @@ class BackboneParams:
     profile: Literal["tiny", "paper"]
     grid: int  # the CAM grid this backbone produces at the dataset's image size (saliency must have it)
     pretrained_path: str | None = None
+    # resnet | vit; null: from the name (resnet18, vit_b16). A ViT-family folder (ViT, DeiT, DINOv2)
+    # under any other name needs arch: vit.
+    arch: Literal["resnet", "vit"] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -454,17 +457,24 @@ class GridConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TextHeadConfig:
-    profile: Literal["tiny", "paper"] = "tiny"  # "tiny": random-init small models; "paper": local checkpoints
+    # tiny: random-init CLIP and Llama, and a tokenizer trained on the train explanations.
+    # pretrained: a local causal LM folder (llm_path) with its own tokenizer; clip_path optional
+    # (null: the tiny random-init CLIP, frozen). paper: both folders (CLIP-ViT-L/14, Vicuna).
+    profile: Literal["tiny", "pretrained", "paper"] = "tiny"
     prefix_grid: int = 2  # prefix = prefix_grid x prefix_grid tokens
-    clip_path: str | None = None  # paper profile only
-    llm_path: str | None = None  # paper profile only
-    vocab_size: int = 512  # tokenizer training size (used by the caller)
-    max_text_tokens: int = 32  # whole sequence, <bos> and <eos> included
+    clip_path: str | None = None
+    llm_path: str | None = None
+    vocab_size: int = 512  # size of the tokenizer trained for a tiny LLM
+    max_text_tokens: int = 32  # explanation tokens + 2 (the tiny head's <bos> and <eos>)
+    # The instruction of a chat-tuned LLM's user turn (its chat template, after the image prefix).
+    prompt: str = "Explain which part of the image shows its class."
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
-    train_embeddings: bool = True
+    # re-learn the LLM's embedding and output layers (peft modules_to_save). null: only when the
+    # tokenizer is new (tiny LLM); a pretrained LLM keeps its own tokenizer and embeddings.
+    train_embeddings: bool | None = None
     # tiny profile sizes (the paper profile takes its sizes from the checkpoints)
     clip_hidden: int = 64
     clip_layers: int = 2
@@ -489,10 +499,18 @@ class TextHeadConfig:
             raise ConfigError(f"{where}.max_text_tokens: must be >= 2 (room for <bos> and <eos>), got {self.max_text_tokens}")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"{where}.lora_dropout: must be in [0, 1), got {self.lora_dropout}")
-        if self.profile == "paper":
+        needed = {"tiny": (), "pretrained": ("llm_path",), "paper": ("clip_path", "llm_path")}[self.profile]
+        for name in needed:
+            if getattr(self, name) is None:
+                raise ConfigError(f"{where}.{name}: the {self.profile!r} profile needs a local checkpoint folder (nothing is downloaded)")
+        if self.profile == "tiny":
             for name in ("clip_path", "llm_path"):
-                if getattr(self, name) is None:
-                    raise ConfigError(f"{where}.{name}: the 'paper' profile needs a local checkpoint folder (nothing is downloaded)")
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"{where}.{name}: set, but profile is 'tiny' (random init); use profile: pretrained or paper")
+
+    @property
+    def relearn_embeddings(self) -> bool:
+        return self.llm_path is None if self.train_embeddings is None else self.train_embeddings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -687,8 +705,8 @@ def check_pipeline(params: Params, source: str | Path = DEFAULT_PARAMS) -> None:
     head = params.text_head_config()
     for key in ("clip_path", "llm_path"):
         path = getattr(head, key)
-        if head.profile == "paper" and missing(path):
-            problems.append(f"text_head.{key}: {path} does not exist (the 'paper' profile loads local checkpoints only)")
+        if missing(path):
+            problems.append(f"text_head.{key}: {path} does not exist (the {head.profile!r} profile loads local checkpoints only)")
     if missing(params.evaluate.clipscore_clip_path):
         problems.append(f"evaluate.clipscore_clip_path: {params.evaluate.clipscore_clip_path} does not exist")
     if problems:

@@ -91,7 +91,7 @@ def build_model(params: Params, dataset: ExplanationDataset, backbone: str, vari
         questions = sorted({q for q in dataset.manifest["question"].iloc[dataset.rows].dropna()})
         model = LlavaBaseline(var.mllm or MLLMConfig(), dataset.classes, "cot" if var.text else "vqa", texts=texts + questions)
         return model, model.tokenizer
-    classifier = build_classifier(BackboneConfig(backbone, bb.profile, bb.pretrained_path), len(dataset.classes))
+    classifier = build_classifier(BackboneConfig(backbone, bb.profile, bb.pretrained_path, bb.arch), len(dataset.classes))
     size = dataset.images.shape[1]
     with torch.no_grad():
         cam_grid = classifier.eval()(torch.zeros(1, 3, size, size)).activations.shape[-1]
@@ -104,10 +104,10 @@ def build_model(params: Params, dataset: ExplanationDataset, backbone: str, vari
     text_head, tokenizer = None, None
     if var.text:
         from megl.models.sdtg import SDTGHead, TextHeadConfig
-        from megl.models.tokenizer import train_tokenizer
+        from megl.models.tokenizer import head_tokenizer
 
         head_cfg = build_dataclass(TextHeadConfig, dict(params.text_head), "text_head")
-        tokenizer = train_tokenizer(texts, head_cfg.vocab_size)
+        tokenizer = head_tokenizer(head_cfg.llm_path, texts, head_cfg.vocab_size)
         text_head = SDTGHead(head_cfg, classifier.feature_dim, tokenizer)
     t = params.train
     model = MEGL(
@@ -286,7 +286,7 @@ def not_applicable(params: Params, backbone: str, variant: str) -> str | None:
     first = params.grid.backbones[0]
     if var.family == "llava" and backbone != first:
         return f"the MLLM baseline has no classifier backbone: it is trained once per dataset, in the {first} runs"
-    if var.loss == "cdep" and backbone != "resnet18":
+    if var.loss == "cdep" and BackboneConfig(backbone, arch=params.backbone(backbone).arch).family != "resnet":
         return ("CDEP needs contextual decomposition, which is defined for the ResNet's layers only; no faithful "
                 "decomposition exists for ViT (LayerNorm, softmax attention, GELU)")
     return None
@@ -368,12 +368,12 @@ def publish(best: Path, model_dir: Path, record: dict) -> None:
 
 def export(core: MEGL, tokenizer, params: Params, dataset, backbone, variant, classes, epoch, out: Path) -> None:
     """model.safetensors + config.json (+ tokenizer/). Tiny profiles are random-init, so their
-    frozen parts are saved too; paper profiles keep only what training changed."""
+    frozen parts are saved too; a text head on local checkpoints keeps only what training changed."""
     if not isinstance(core, MEGL):  # an MLLM baseline: what rebuilds it (paper: LoRA + projector)
         weights = {k: v.cpu() for k, v in core.checkpoint_state_dict().items()}
     else:
         weights = {k: v.detach().cpu().contiguous() for k, v in core.state_dict().items()}
-    if core.text_head is not None and params.text_head.get("profile", "tiny") == "paper":
+    if core.text_head is not None and core.text_head.cfg.profile != "tiny":
         keep = set(core.text_head.trainable_state_dict())
         weights = {k: v for k, v in weights.items() if not k.startswith("text_head.") or k[len("text_head."):] in keep}
     config = {

@@ -15,12 +15,13 @@ ViT-B/16 at 224 px). `pretrained_path` loads local weights; nothing is ever down
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
-from transformers import ResNetConfig, ResNetModel, ViTConfig, ViTModel
+from transformers import AutoConfig, DeiTModel, Dinov2Model, ResNetConfig, ResNetModel, ViTConfig, ViTModel
 
 # Inputs are pixels in [0, 1]; the classifier normalises them itself (ImageNet statistics, as the
 # pretrained ResNet-18 / ViT-B/16 checkpoints expect), so the text head can use the same tensor.
@@ -28,11 +29,26 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+# what a backbone name means when its params block sets no arch
+DEFAULT_ARCH = {"resnet18": "resnet", "vit_b16": "vit"}
+# model_type (a checkpoint's config.json) -> the transformers encoder a ViT backbone loads it as
+VIT_FAMILY = {"vit": ViTModel, "deit": DeiTModel, "dinov2": Dinov2Model}
+
+
 @dataclasses.dataclass(frozen=True)
 class BackboneConfig:
-    name: Literal["resnet18", "vit_b16"]
+    name: str
     profile: Literal["tiny", "paper"] = "tiny"
     pretrained_path: str | None = None
+    arch: Literal["resnet", "vit"] | None = None
+
+    @property
+    def family(self) -> str:
+        if self.arch is not None:
+            return self.arch
+        if self.name not in DEFAULT_ARCH:
+            raise ValueError(f"backbone {self.name!r}: set arch (resnet or vit) in its params block")
+        return DEFAULT_ARCH[self.name]
 
 
 @dataclasses.dataclass
@@ -42,11 +58,41 @@ class ClassifierOutput:
     features: torch.Tensor  # (B, C', h', w'): spatial features for the text head's V_I
 
 
-def _pretrained(cls, cfg: BackboneConfig, **kwargs):
+def _local_folder(cfg: BackboneConfig) -> Path:
     path = Path(cfg.pretrained_path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"backbone {cfg.name}: pretrained_path {path} is not a folder of local weights")
-    return cls.from_pretrained(path, local_files_only=True, **kwargs)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"backbone {cfg.name}: pretrained_path {path} is not a folder of local transformers weights (no config.json)")
+    return path
+
+
+def _pretrained(cls, cfg: BackboneConfig, **kwargs):
+    return cls.from_pretrained(_local_folder(cfg), local_files_only=True, **kwargs)
+
+
+def _vit_encoder(cfg: BackboneConfig) -> nn.Module:
+    if not cfg.pretrained_path:
+        return ViTModel(vit_config(cfg.profile), add_pooling_layer=False)
+    model_type = AutoConfig.from_pretrained(_local_folder(cfg), local_files_only=True).model_type
+    if model_type not in VIT_FAMILY:
+        raise ValueError(
+            f"backbone {cfg.name}: {cfg.pretrained_path} holds a {model_type!r} model; a ViT backbone loads "
+            f"one of {sorted(VIT_FAMILY)} (transformers model_type), a ResNet backbone 'resnet'"
+        )
+    kwargs = {} if model_type == "dinov2" else {"add_pooling_layer": False}
+    # eager attention: fused SDPA has no double backward, and the CAM loss needs one
+    return _pretrained(VIT_FAMILY[model_type], cfg, attn_implementation="eager", **kwargs)
+
+
+def _checkpoint_normalisation(cfg: BackboneConfig) -> tuple[tuple, tuple]:
+    """The checkpoint's own pixel statistics (preprocessor_config.json: google ViTs use 0.5 / 0.5),
+    else ImageNet's."""
+    if cfg.pretrained_path:
+        pre = Path(cfg.pretrained_path) / "preprocessor_config.json"
+        if pre.is_file():
+            stats = json.loads(pre.read_text())
+            if "image_mean" in stats and "image_std" in stats:
+                return tuple(stats["image_mean"]), tuple(stats["image_std"])
+    return IMAGENET_MEAN, IMAGENET_STD
 
 
 def resnet_config(profile: str) -> ResNetConfig:
@@ -65,10 +111,10 @@ def vit_config(profile: str) -> ViTConfig:
 
 
 class _Normalise(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -77,7 +123,7 @@ class _Normalise(nn.Module):
 class ResNetClassifier(nn.Module):
     def __init__(self, cfg: BackboneConfig, num_classes: int) -> None:
         super().__init__()
-        self.normalise = _Normalise()
+        self.normalise = _Normalise(*_checkpoint_normalisation(cfg))
         if cfg.pretrained_path:
             self.body = _pretrained(ResNetModel, cfg)
         else:
@@ -98,37 +144,43 @@ class ResNetClassifier(nn.Module):
 class ViTClassifier(nn.Module):
     def __init__(self, cfg: BackboneConfig, num_classes: int) -> None:
         super().__init__()
-        self.normalise = _Normalise()
-        if cfg.pretrained_path:
-            # eager attention: fused SDPA has no double backward, and the CAM loss needs one
-            self.body = _pretrained(ViTModel, cfg, add_pooling_layer=False, attn_implementation="eager")
-        else:
-            self.body = ViTModel(vit_config(cfg.profile), add_pooling_layer=False)
+        self.normalise = _Normalise(*_checkpoint_normalisation(cfg))
+        self.body = _vit_encoder(cfg)
         if self.body.config._attn_implementation != "eager":
             raise ValueError("ViT must use eager attention: a Grad-CAM loss needs double backward")
         self.cam_layer = nn.Identity()
         self.feature_dim = self.body.config.hidden_size
-        self.grid = self.body.config.image_size // self.body.config.patch_size
+        self.patch = self.body.config.patch_size
         self.head = nn.Linear(self.feature_dim, num_classes)
 
+    @property
+    def blocks(self) -> nn.ModuleList:
+        # ViT / DeiT: a list of blocks; DINOv2: encoder.layer (a property: not a second registration)
+        return self.body.layers if hasattr(self.body, "layers") else self.body.encoder.layer
+
+    def _embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.normalise(pixels)
+        if isinstance(self.body, Dinov2Model):  # always resizes its position grid to the input
+            return self.body.embeddings(x)
+        # ViT / DeiT: resize the checkpoint's position grid when the input size differs from it
+        return self.body.embeddings(x, interpolate_pos_encoding=x.shape[-1] != self.body.config.image_size)
+
     def forward(self, pixels: torch.Tensor) -> ClassifierOutput:
-        h = self.body.embeddings(self.normalise(pixels))
-        layers = self.body.layers
-        for layer in layers[:-1]:
+        h = self._embed(pixels)
+        for layer in self.blocks[:-1]:
             h = layer(h)
+        # the patch grid of this input (patch 14: DINOv2; 16: ViT-B/16); the tokens before the
+        # patches (CLS; DeiT's distillation token) pass by the CAM layer
+        gh, gw = pixels.shape[-2] // self.patch, pixels.shape[-1] // self.patch
         b, n, d = h.shape
-        grid = h[:, 1:].transpose(1, 2).reshape(b, d, self.grid, self.grid)
-        a = self.cam_layer(grid)
-        h = torch.cat([h[:, :1], a.flatten(2).transpose(1, 2)], dim=1)
-        h = self.body.layernorm(layers[-1](h))
+        lead = n - gh * gw
+        a = self.cam_layer(h[:, lead:].transpose(1, 2).reshape(b, d, gh, gw))
+        h = torch.cat([h[:, :lead], a.flatten(2).transpose(1, 2)], dim=1)
+        h = self.body.layernorm(self.blocks[-1](h))
         logits = self.head(h[:, 0])
-        features = h[:, 1:].transpose(1, 2).reshape(b, d, self.grid, self.grid)
+        features = h[:, lead:].transpose(1, 2).reshape(b, d, gh, gw)
         return ClassifierOutput(logits=logits, activations=a, features=features)
 
 
 def build_classifier(cfg: BackboneConfig, num_classes: int) -> nn.Module:
-    if cfg.name == "resnet18":
-        return ResNetClassifier(cfg, num_classes)
-    if cfg.name == "vit_b16":
-        return ViTClassifier(cfg, num_classes)
-    raise ValueError(f"unknown backbone {cfg.name!r}")
+    return {"resnet": ResNetClassifier, "vit": ViTClassifier}[cfg.family](cfg, num_classes)

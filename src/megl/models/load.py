@@ -32,7 +32,7 @@ def load_exported(model_dir: Path) -> tuple[MEGL, dict]:
     if config["variant_terms"].get("family") == "llava":
         return _load_mllm(model_dir, config, weights_path), config
     bb = config["backbone_params"]
-    classifier = build_classifier(BackboneConfig(config["backbone"], bb["profile"], bb["pretrained_path"]), len(config["classes"]))
+    classifier = build_classifier(BackboneConfig(config["backbone"], bb["profile"], bb["pretrained_path"], bb.get("arch")), len(config["classes"]))
     variant = VariantConfig(**config["variant_terms"])
     text_head = None
     if variant.text:
@@ -48,8 +48,8 @@ def load_exported(model_dir: Path) -> tuple[MEGL, dict]:
         image_size=config.get("image_size"),
     )
     weights = _read_weights(weights_path)
-    # paper profiles export only what training changed; their frozen parts come from the local paths
-    strict = config["text_head"].get("profile", "tiny") != "paper" or text_head is None
+    # a head on local checkpoints exports only what training changed; its frozen parts come from them
+    strict = text_head is None or text_head.cfg.profile == "tiny"
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected or (strict and missing):
         raise ValueError(f"{model_dir / 'model.safetensors'}: missing {missing[:5]}, unexpected {unexpected[:5]}")

@@ -10,8 +10,10 @@ Why some choices:
 - Â enters only through `images * cam` and the frozen CLIP is differentiable w.r.t. its
   input, so ∂L_textual/∂Â exists: this is the paper's "textual supervision on visual
   explanations" (§3.4.1). Nothing here detaches the cam.
-- Our tokenizer is new, so the LM's embedding and output layers must be re-learnt:
-  with `train_embeddings` they are peft `modules_to_save` (trainable copies).
+- The tiny LLM's tokenizer is new (trained on the explanations), so its embedding and output
+  layers are re-learnt: peft `modules_to_save` (trainable copies). A pretrained LLM keeps its own
+  tokenizer, embeddings and chat conventions: the prefix sits in its user turn, before the
+  instruction, and the explanation is the assistant's answer (`prompt_ids`).
 - Nothing is seeded here; the caller seeds torch before building the head.
 """
 
@@ -24,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from torch import nn
-from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
 from megl.config import TextHeadConfig
 
@@ -48,7 +50,12 @@ def _local_path(cfg: TextHeadConfig, field: str) -> str:
 
 
 def _build_backbones(cfg: TextHeadConfig, vocab: int) -> tuple[CLIPVisionModel, LlamaForCausalLM]:
-    if cfg.profile == "tiny":
+    # float32 explicitly: transformers 5 defaults to dtype="auto" (a bf16 checkpoint would
+    # load in bf16 and clash with the fp32 projections and the fp32 Grad-CAM).
+    kw = dict(local_files_only=True, attn_implementation=ATTN, dtype=torch.float32)
+    if cfg.clip_path is not None:
+        clip = CLIPVisionModel.from_pretrained(_local_path(cfg, "clip_path"), **kw)
+    else:
         clip = CLIPVisionModel(
             CLIPVisionConfig(
                 hidden_size=cfg.clip_hidden,
@@ -60,6 +67,11 @@ def _build_backbones(cfg: TextHeadConfig, vocab: int) -> tuple[CLIPVisionModel, 
                 attn_implementation=ATTN,
             )
         )
+    if cfg.llm_path is not None:
+        llm = AutoModelForCausalLM.from_pretrained(_local_path(cfg, "llm_path"), **kw)
+        if vocab > llm.get_input_embeddings().num_embeddings:  # a tokenizer with added tokens
+            llm.resize_token_embeddings(vocab)
+    else:
         llm = LlamaForCausalLM(
             LlamaConfig(
                 vocab_size=vocab,
@@ -73,15 +85,27 @@ def _build_backbones(cfg: TextHeadConfig, vocab: int) -> tuple[CLIPVisionModel, 
                 attn_implementation=ATTN,
             )
         )
-        return clip, llm
-    clip_path, llm_path = _local_path(cfg, "clip_path"), _local_path(cfg, "llm_path")
-    # float32 explicitly: transformers 5 defaults to dtype="auto" (a bf16 checkpoint would
-    # load in bf16 and clash with the fp32 projections and the fp32 Grad-CAM).
-    kw = dict(local_files_only=True, attn_implementation=ATTN, dtype=torch.float32)
-    clip = CLIPVisionModel.from_pretrained(clip_path, **kw)
-    llm = LlamaForCausalLM.from_pretrained(llm_path, **kw)
-    llm.resize_token_embeddings(vocab)  # new tokenizer: rows are re-learnt (modules_to_save)
     return clip, llm
+
+
+IMAGE_MARK = "<megl-image-prefix>"
+
+
+def prompt_ids(cfg: TextHeadConfig, tokenizer) -> tuple[list[int], list[int]]:
+    """The token ids before the image prefix and between it and the explanation.
+
+    Tiny LLM: nothing, then <bos>. A chat-tuned LLM: its chat template for one user turn holding
+    the prefix and `cfg.prompt`, up to the assistant's answer. Another pretrained LLM: <bos> (if
+    it has one) before the prefix."""
+    if cfg.llm_path is None:
+        return [], [tokenizer.bos_token_id]
+    if getattr(tokenizer, "chat_template", None):
+        turn = [{"role": "user", "content": f"{IMAGE_MARK}\n{cfg.prompt}"}]
+        text = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+        before, after = text.split(IMAGE_MARK)
+        return (tokenizer(before, add_special_tokens=False)["input_ids"],
+                tokenizer(after, add_special_tokens=False)["input_ids"])
+    return ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []), []
 
 
 class SDTGHead(nn.Module):
@@ -90,8 +114,14 @@ class SDTGHead(nn.Module):
         self.cfg = cfg
         self.tokenizer = tokenizer
         clip, llm = _build_backbones(cfg, len(tokenizer))
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
-            setattr(llm.config, name, getattr(tokenizer, name))
+        if cfg.llm_path is None:
+            for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+                setattr(llm.config, name, getattr(tokenizer, name))
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"text_head: the tokenizer of {cfg.llm_path} has no eos token to end an explanation")
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        self.before_ids, self.after_ids = prompt_ids(cfg, tokenizer)
 
         clip.requires_grad_(False)
         self.clip = clip.eval()
@@ -102,7 +132,7 @@ class SDTGHead(nn.Module):
             lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout,
             target_modules=list(cfg.lora_targets),
-            modules_to_save=["embed_tokens", "lm_head"] if cfg.train_embeddings else None,
+            modules_to_save=["embed_tokens", "lm_head"] if cfg.relearn_embeddings else None,
         )
         self.llm = get_peft_model(llm, lora)
 
@@ -147,12 +177,12 @@ class SDTGHead(nn.Module):
         return self.llm.get_input_embeddings()(input_ids)
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """`<bos> text <eos>` right-padded with `<pad>`; at most max_text_tokens in all."""
+        """`after_ids text <eos>` right-padded (text cut to max_text_tokens - 2 tokens)."""
         tok = self.tokenizer
         body = tok(list(texts), add_special_tokens=False)["input_ids"]
-        rows = [[tok.bos_token_id] + ids[: self.cfg.max_text_tokens - 2] + [tok.eos_token_id] for ids in body]
+        rows = [self.after_ids + ids[: self.cfg.max_text_tokens - 2] + [self.eos_id] for ids in body]
         width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, r in enumerate(rows):
             input_ids[i, : len(r)] = torch.tensor(r)
@@ -160,17 +190,25 @@ class SDTGHead(nn.Module):
         device = self.W_I.weight.device
         return input_ids.to(device), attention_mask.to(device)
 
+    def _with_prompt(self, prefix: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+        """[before_ids] + prefix + tail, embedded: one row per sample."""
+        parts = [prefix.to(tail.dtype), tail]
+        if self.before_ids:
+            before = torch.tensor(self.before_ids, device=prefix.device)
+            parts.insert(0, self._embed(before)[None].expand(prefix.shape[0], -1, -1))
+        return torch.cat(parts, dim=1)
+
     def forward(self, images, cam, features, input_ids, attention_mask) -> torch.Tensor:
         prefix = self.prefix(images, cam, features)
-        tokens = self._embed(input_ids)
-        b, p = prefix.shape[:2]
+        embeds = self._with_prompt(prefix, self._embed(input_ids))
+        b, p = embeds.shape[0], embeds.shape[1] - input_ids.shape[1]
         ones = torch.ones((b, p), dtype=attention_mask.dtype, device=attention_mask.device)
-        # Predict every token after <bos> (eos included); never the prefix, bos or pads.
+        # Predict the explanation and its <eos>; never the prompt, the prefix or pads.
         labels = input_ids.masked_fill(attention_mask == 0, -100)
-        labels[:, 0] = -100
+        labels[:, : len(self.after_ids)] = -100
         labels = torch.cat([torch.full((b, p), -100, dtype=labels.dtype, device=labels.device), labels], dim=1)
         out = self.llm(
-            inputs_embeds=torch.cat([prefix.to(tokens.dtype), tokens], dim=1),
+            inputs_embeds=embeds,
             attention_mask=torch.cat([ones, attention_mask], dim=1),
             labels=labels,
             use_cache=False,
@@ -179,10 +217,10 @@ class SDTGHead(nn.Module):
 
     @torch.no_grad()
     def generate(self, images, cam, features, max_new_tokens: int | None = None) -> list[str]:
-        """Greedy decoding from prefix + <bos>; stops per sample at <eos>.
+        """Greedy decoding after the prompt and prefix; stops per sample at <eos>.
 
-        Every sample has the same prefix length and no left padding, so the batch needs no
-        per-sample positions; finished samples keep decoding but their tokens are ignored.
+        Every sample has the same prompt and prefix length and no left padding, so the batch needs
+        no per-sample positions; finished samples keep decoding but their tokens are ignored.
         The head is put in eval mode meanwhile (LoRA dropout off) so decoding is deterministic.
         """
         tok = self.tokenizer
@@ -192,8 +230,8 @@ class SDTGHead(nn.Module):
         try:
             prefix = self.prefix(images, cam, features)
             b = prefix.shape[0]
-            bos = torch.full((b, 1), tok.bos_token_id, dtype=torch.long, device=prefix.device)
-            embeds = torch.cat([prefix.to(self._embed(bos).dtype), self._embed(bos)], dim=1)
+            after = torch.tensor(self.after_ids, dtype=torch.long, device=prefix.device).expand(b, -1)
+            embeds = self._with_prompt(prefix, self._embed(after))
             mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=prefix.device)
             done = torch.zeros(b, dtype=torch.bool, device=prefix.device)
             out_ids: list[torch.Tensor] = []
@@ -202,9 +240,9 @@ class SDTGHead(nn.Module):
                 out = self.llm(inputs_embeds=embeds, attention_mask=mask, past_key_values=past, use_cache=True)
                 past = out.past_key_values
                 nxt = out.logits[:, -1].argmax(-1)
-                nxt = nxt.masked_fill(done, tok.pad_token_id)
+                nxt = nxt.masked_fill(done, self.pad_id)
                 out_ids.append(nxt)
-                done |= nxt == tok.eos_token_id
+                done |= nxt == self.eos_id
                 if bool(done.all()):
                     break
                 embeds = self._embed(nxt[:, None])
@@ -213,8 +251,8 @@ class SDTGHead(nn.Module):
             self.train(was_training)
         texts = []
         for row in (torch.stack(out_ids, 1).tolist() if out_ids else [[] for _ in range(b)]):
-            if tok.eos_token_id in row:
-                row = row[: row.index(tok.eos_token_id)]
+            if self.eos_id in row:
+                row = row[: row.index(self.eos_id)]
             texts.append(tok.decode(row, skip_special_tokens=True))
         return texts
 

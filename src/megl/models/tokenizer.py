@@ -1,4 +1,5 @@
-"""A small explanation tokenizer, trained offline so that no hub download is ever needed.
+"""The text head's tokenizer: a pretrained LLM's own, or for the random-init tiny LLM a small
+explanation tokenizer trained offline (no hub download is ever needed).
 
 Design choices (why):
 - BPE over Metaspace-marked words ("▁the") with punctuation split off: English explanations
@@ -18,7 +19,7 @@ import string
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK]  # ids 0..3, in this order
@@ -46,10 +47,20 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     )
 
 
+def head_tokenizer(llm_path: str | None, texts: list[str], vocab_size: int):
+    """The LLM's own tokenizer (its vocabulary is what its embeddings were trained on); a new
+    one, trained on `texts`, only for a random-init LLM (llm_path None)."""
+    if llm_path is None:
+        return train_tokenizer(texts, vocab_size)
+    return load_tokenizer(llm_path)
+
+
 def save_tokenizer(tok: PreTrainedTokenizerFast, folder: str | Path) -> None:
     Path(folder).mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(str(folder))
 
 
-def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
-    return PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+def load_tokenizer(folder: str | Path):
+    if not (Path(folder) / "tokenizer_config.json").is_file():
+        raise FileNotFoundError(f"{folder}: no tokenizer here (tokenizer_config.json missing)")
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
