@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv weights browser fashion-mnist run decoy-run test test-fast lock mlflow-ui prefect-server prefect-serve
+.PHONY: venv weights browser fashion-mnist run decoy-run pretrained-run test test-fast lock mlflow-ui prefect-server prefect-serve
 
 venv: $(STAMP)
 
@@ -42,6 +42,11 @@ run: venv fashion-mnist
 # to them).
 decoy-run: venv fashion-mnist
 	$(BIN)/python -m megl.dvc_overlay configs/decoy_fmnist.yaml
+
+# MEGL's ablation on the real pretrained weights (configs/pretrained.yaml: DINOv2-S/14 + SmolLM2),
+# a DVC experiment like decoy-run. Hours on two CPU cores (README "Pretrained weights").
+pretrained-run: weights
+	$(BIN)/python -m megl.dvc_overlay configs/pretrained.yaml
 
 # DecoyFMNIST's source: Debian's dataset-fashion-mnist (the four IDX files), installed like any
 # dependency (as root, or through sudo) unless present. Nothing is downloaded at run time.

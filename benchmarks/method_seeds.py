@@ -218,6 +218,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="megl-bench-") as tmp:
         work = Path(tmp)
         (work / "data").symlink_to(REPO / "data")  # train() reads <params folder>/data
+        (work / "weights").symlink_to(REPO / "weights")  # and an overlay's local weights (make weights)
         for seed in args.seeds:
             for dataset in datasets:
                 for backbone in backbones:

