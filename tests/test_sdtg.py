@@ -226,3 +226,52 @@ def test_paper_profile_loads_local_checkpoints(tok, tmp_path):
     loss.backward()
     assert torch.isfinite(loss) and cam.grad.abs().sum() > 0
     assert len(head.generate(images, cam, features, max_new_tokens=3)) == 2
+
+
+# ----------------------------------------------------------------- pretrained profile (tokenizer choice)
+
+CHAT = ("{% for m in messages %}<bos>{{ m['role'] }}: {{ m['content'] }}<eos>{% endfor %}"
+        "{% if add_generation_prompt %}<bos>assistant: {% endif %}")
+
+
+def _local_llm(tmp_path, tok, chat_template=None):
+    torch.manual_seed(0)
+    llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96,
+                                       num_hidden_layers=1, num_attention_heads=2))
+    llm.save_pretrained(tmp_path / "llm")
+    tok.chat_template = chat_template
+    tok.save_pretrained(tmp_path / "llm")
+    tok.chat_template = None
+    return str(tmp_path / "llm")
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_pretrained_llm_keeps_its_tokenizer_and_embeddings(tok, tmp_path, chat):
+    from megl.models.tokenizer import head_tokenizer
+
+    path = _local_llm(tmp_path, tok, CHAT if chat else None)
+    cfg = TextHeadConfig(profile="pretrained", llm_path=path, prompt="why?")
+    own = head_tokenizer(cfg.llm_path, ["other texts would train another vocabulary"], vocab_size=50)
+    assert own.get_vocab() == tok.get_vocab()  # the LLM's tokenizer, not a new one
+    head = SDTGHead(cfg, FEATURE_DIM, own)
+    if chat:  # the user turn holds the prefix, then the prompt; the answer follows the template
+        ids = lambda text: own(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        assert head.before_ids == ids("<bos>user: ")
+        assert head.after_ids == ids("\nwhy?<eos><bos>assistant: ")
+    else:  # no chat template: <bos>, the prefix, the explanation
+        assert (head.before_ids, head.after_ids) == ([own.bos_token_id], [])
+    assert not any(p.requires_grad for n, p in head.named_parameters() if "embed_tokens" in n or "lm_head" in n)
+    images, cam, features = make_batch(n=2)
+    ids, mask = head.encode(EXPLANATIONS[:2])
+    assert ids[:, : len(head.after_ids)].tolist() == [head.after_ids] * 2
+    loss = head(images, cam.requires_grad_(), features, ids, mask)
+    loss.backward()
+    assert torch.isfinite(loss) and cam.grad.abs().sum() > 0
+    assert len(head.generate(images, cam.detach(), features, max_new_tokens=3)) == 2
+
+
+def test_tiny_profile_refuses_local_paths():
+    with pytest.raises(ConfigError, match="text_head.llm_path: set, but profile is 'tiny'"):
+        TextHeadConfig(llm_path="/somewhere")
+    with pytest.raises(ConfigError, match="text_head.llm_path: the 'pretrained' profile needs a local checkpoint"):
+        TextHeadConfig(profile="pretrained")
