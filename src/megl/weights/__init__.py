@@ -15,6 +15,12 @@ def packaged_file(module: str, file: str, package: str) -> Path:
     return path
 
 
+def make_readable(folder: Path) -> None:
+    """safetensors 0.8 writes its file 0600: a converted folder is shared like any checkpoint."""
+    for file in folder.iterdir():
+        file.chmod(0o644)
+
+
 def sha256(path: Path) -> str:
     """Of the source file, recorded in each converted folder's megl_source.json."""
     with open(path, "rb") as f:

