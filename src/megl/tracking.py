@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from megl.interrupts import deferred_signals
 from megl.layout import RunKey
 
 PARENT_RUN_ENV = "MEGL_MLFLOW_PARENT_RUN_ID"
@@ -158,6 +159,18 @@ class MlflowTracker(NullTracker):
 
     def __init__(self, root: Path, experiment: str, run_name: str, params: dict, tags: dict[str, str],
                  resume_run_id: str | None = None) -> None:
+        self.run_id = None
+        self._pending: list = []
+        try:
+            with deferred_signals():
+                self._start(root, experiment, run_name, params, tags, resume_run_id)
+        except (KeyboardInterrupt, SystemExit):  # held back until the run existed: end it KILLED
+            if self.run_id:
+                self.finish("KILLED")
+            raise
+
+    def _start(self, root: Path, experiment: str, run_name: str, params: dict, tags: dict[str, str],
+               resume_run_id: str | None) -> None:
         import mlflow
 
         exp_id = experiment_id(root, experiment)
@@ -179,7 +192,6 @@ class MlflowTracker(NullTracker):
             self._run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags, parent_run_id=parent_run_id())
             mlflow.log_params(flat)
         self.run_id = self._run.info.run_id
-        self._pending: list = []
 
     def _exists(self, run_id: str) -> bool:
         from mlflow.exceptions import MlflowException
@@ -198,24 +210,30 @@ class MlflowTracker(NullTracker):
         if len(self._pending) >= self.FLUSH_EVERY:
             self._flush()
 
+    @deferred_signals()
     def _flush(self) -> None:
         if self._pending:
             self._client.log_batch(self.run_id, metrics=self._pending)
             self._pending = []
 
+    @deferred_signals()
     def log_epoch(self, epoch: int, values: dict[str, float]) -> None:
         self._flush()
         self._mlflow.log_metrics({k: float(v) for k, v in values.items()}, step=epoch)
 
+    @deferred_signals()
     def log_image(self, image: np.ndarray, name: str) -> None:
         self._mlflow.log_image(image, artifact_file=name)
 
+    @deferred_signals()
     def log_table(self, table: dict[str, list], name: str) -> None:
         self._mlflow.log_table(data=table, artifact_file=name)
 
+    @deferred_signals()
     def log_artifacts(self, folder: Path, path: str) -> None:
         self._mlflow.log_artifacts(str(folder), artifact_path=path)
 
+    @deferred_signals()
     def finish(self, status: str = "FINISHED") -> None:
         self._flush()
         self._mlflow.end_run(status=status)
@@ -233,6 +251,7 @@ def run_record(run_id: str | None, experiment: str) -> dict:
     return {"run_id": run_id, "experiment": experiment}
 
 
+@deferred_signals()
 def log_to_training_run(
     root: Path, experiment: str, run_name: str, tags: dict[str, str], trained_in: str | None,
     metrics: dict[str, float], folder: Path, artifact_path: str,
