@@ -45,7 +45,7 @@ from megl.data.dataset import ExplanationDataset, collate  # noqa: E402
 from megl.data.decoy_fmnist import SIDE as FMNIST_SIDE  # noqa: E402
 from megl.data.extracted import read_manifest  # noqa: E402
 from megl.evaluate.localisation import localisation_metrics, relevance_mass, upsample  # noqa: E402
-from megl.evaluate.run import gt_maps_at_image_size, predict_test_split  # noqa: E402
+from megl.evaluate.run import gt_maps_at_image_size, predict_test_split, text_metrics  # noqa: E402
 from megl.models.load import load_exported  # noqa: E402
 from megl.models.sdtg import SDTGHead  # noqa: E402
 from megl.train import RunPaths, train  # noqa: E402
@@ -143,6 +143,8 @@ def score_test_split(model, config: dict, data_dir: Path, params, seed: int, raw
         "miou": round(float(loc["miou"]), 6),
         "relevance_mass": round(float(loc["relevance_mass"]), 6),  # on the GT maps (test samples with one)
     }
+    if model.text_head is not None:
+        scores |= explanation_scores(test, pred["generated"], params)
     drawn = [c.image_size for c in params.synthetic.values() if Path(c.out_dir).resolve() == raw_dir.resolve()]
     truth_file = raw_dir / "synthetic_truth.json"
     if not truth_file.is_file():
@@ -151,6 +153,33 @@ def score_test_split(model, config: dict, data_dir: Path, params, seed: int, raw
         ids = read_manifest(data_dir, columns=["sample_id"])["sample_id"].to_numpy()[pred["rows"]].tolist()
         scores |= box_masses(pred["cams"], ids, truth_file, size, drawn[0])
     return scores
+
+
+TEXT_METRICS = ("bleu_4", "meteor", "rouge_l", "cider")
+
+
+def explanation_scores(test, generated: list[str], params) -> dict:
+    """The evaluation stage's text metrics (pycocoevalcap, PTB-tokenised and lower-cased) of the
+    greedy explanations against every reference, and two of them as written, to read."""
+    references = {str(i): test.explanations(i) for i in range(len(test))}
+    text = text_metrics(test, generated, references, params.evaluate, torch.device("cpu"), meteor=None)
+    return {k: round(float(text[k]), 6) for k in TEXT_METRICS} | {"examples": generated[:2]}
+
+
+def ensure_extracted(params_file: Path, dataset: str, work: Path) -> None:
+    """An overlay's dataset that the repository has not extracted yet (e.g. configs/pretrained.yaml's
+    112 px Object-ME): extract it and build its saliency maps with the stages' own functions, into
+    the repository's data/ (where `dvc repro` would put them), reports into the work folder."""
+    if (REPO / "data" / dataset / "manifest.parquet").is_file():
+        return
+    from megl.data.extract import extract_dataset
+    from megl.data.saliency import build_saliency
+
+    params = load_params(params_file)
+    ds, out = params.dataset(dataset), REPO / "data" / dataset
+    print(f"extracting {dataset} (not in data/ yet) ...", file=sys.stderr, flush=True)
+    extract_dataset(dataset, ds, params.split, out, work / "reports" / dataset / "dataset.json")
+    build_saliency(dataset, ds, params.saliency, out, out / "saliency", work / "reports" / dataset / "saliency.json")
 
 
 def run_one(params_file: Path, dataset: str, backbone: str, variant: str, seed: int, name: str, probe: bool = False) -> dict:
@@ -165,10 +194,20 @@ def run_one(params_file: Path, dataset: str, backbone: str, variant: str, seed: 
     model, config = load_exported(paths.model_dir)
     return {
         "dataset": dataset, "backbone": backbone, "variant": name, "seed": seed,
+        "text_head": text_head_name(config),
         **score_test_split(model, config, REPO / "data" / dataset, params, seed, params.dataset(dataset).raw_path),
         "best_val_accuracy": summary["best_val_accuracy"], "best_epoch": summary["best_epoch"],
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def text_head_name(config: dict) -> str | None:
+    """Which text head wrote the explanations: its profile, and the LLM folder for a real one."""
+    head = config.get("text_head")
+    if not head or not config["variant_terms"].get("text"):
+        return None
+    path = head.get("llm_path")
+    return f"{head.get('profile')}: {Path(path).name}" if path else head.get("profile")
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
@@ -179,7 +218,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     out = []
     for (d, b, v), rs in groups.items():
         entry = {"dataset": d, "backbone": b, "variant": v, "seeds": len(rs)}
-        for metric in ("test_accuracy", "miou", "relevance_mass", "target_mass", "decoy_mass"):
+        for metric in ("test_accuracy", "miou", "relevance_mass", "target_mass", "decoy_mass", *TEXT_METRICS):
             if not all(metric in r for r in rs):
                 continue
             values = [r[metric] for r in rs]
@@ -202,17 +241,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--datasets", nargs="+")
     parser.add_argument("--backbones", nargs="+")
-    parser.add_argument("--variants", nargs="+")
+    parser.add_argument("--variants", nargs="*", help="none: only the --extra rows")
     parser.add_argument("--extra", action="append", default=[], help="name=variant:train_key=value,... (repeatable)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
-    parser.add_argument("--overlay", type=Path, help="YAML blocks merged into params.yaml (e.g. configs/decoy_fmnist.yaml)")
+    parser.add_argument("--overlay", type=Path, action="append", default=[],
+                        help="YAML blocks merged into params.yaml (e.g. configs/decoy_fmnist.yaml); repeatable, later ones win")
     args = parser.parse_args()
-    if args.overlay:
-        OVERLAY.update(yaml.safe_load(args.overlay.read_text()))
+    for overlay in args.overlay:
+        OVERLAY.update(merged(OVERLAY, yaml.safe_load(overlay.read_text())))
     grid = load_params(REPO / "params.yaml").grid
     datasets = args.datasets or list(grid.datasets)
     backbones = args.backbones or list(grid.backbones)
-    variants = [(v, v, {}) for v in (args.variants or list(grid.variants))] + [parse_extra(e) for e in args.extra]
+    variants = [(v, v, {}) for v in (grid.variants if args.variants is None else args.variants)] + [parse_extra(e) for e in args.extra]
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="megl-bench-") as tmp:
@@ -226,9 +266,12 @@ def main() -> None:
                         overrides = dict(overrides)
                         probe = bool(overrides.pop("probe_no_image_tokens", False))
                         params_file = scoped_params(work, overrides, name)
+                        ensure_extracted(params_file, dataset, work)
                         rows.append(run_one(params_file, dataset, backbone, variant, seed, name, probe))
                         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    result = {"runs": rows, "summary": aggregate(rows), "torch_threads": torch.get_num_threads()}
+                        if args.out:  # the runs so far survive a stopped study
+                            write_json(args.out, {"runs": rows, "summary": aggregate(rows), "complete": False})
+    result = {"runs": rows, "summary": aggregate(rows), "torch_threads": torch.get_num_threads(), "complete": True}
     if args.out:
         write_json(args.out, result)
     print(json.dumps(result, indent=1))
