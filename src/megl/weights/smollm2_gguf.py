@@ -44,6 +44,6 @@ def convert(gguf: Path, out_dir: Path) -> Path:
         make_readable(tmp)
         write_json(tmp / "megl_source.json", {
             "package": PACKAGE, "version": importlib.metadata.version(PACKAGE), "file": FILE,
-            "sha256": sha256(gguf), "note": "Q4_1 weights de-quantised to float32 by transformers",
+            "sha256": sha256(gguf), "converter_sha256": sha256(Path(__file__)), "note": "Q4_1 weights de-quantised to float32 by transformers",
         })
     return Path(out_dir)
