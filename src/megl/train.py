@@ -30,7 +30,7 @@ from megl.config import ConfigError, Params, build_dataclass
 from megl.data.dataset import ExplanationDataset, collate
 from megl.evaluate.classification import NO_CLASS
 from megl.layout import RunKey, run_layout
-from megl.models.backbones import BackboneConfig, build_classifier
+from megl.models.backbones import BackboneConfig, backbone_family, build_classifier
 from megl.models.gradcam import explain
 from megl.models.megl import MEGL
 from megl.tracking import RUN_FILE, run_name, run_record, run_tags, start_run
@@ -286,7 +286,7 @@ def not_applicable(params: Params, backbone: str, variant: str) -> str | None:
     first = params.grid.backbones[0]
     if var.family == "llava" and backbone != first:
         return f"the MLLM baseline has no classifier backbone: it is trained once per dataset, in the {first} runs"
-    if var.loss == "cdep" and BackboneConfig(backbone, arch=params.backbone(backbone).arch).family != "resnet":
+    if var.loss == "cdep" and backbone_family(backbone, params.backbone(backbone).arch) != "resnet":
         return ("CDEP needs contextual decomposition, which is defined for the ResNet's layers only; no faithful "
                 "decomposition exists for ViT (LayerNorm, softmax attention, GELU)")
     return None

@@ -44,11 +44,16 @@ class BackboneConfig:
 
     @property
     def family(self) -> str:
-        if self.arch is not None:
-            return self.arch
-        if self.name not in DEFAULT_ARCH:
-            raise ValueError(f"backbone {self.name!r}: set arch (resnet or vit) in its params block")
-        return DEFAULT_ARCH[self.name]
+        return backbone_family(self.name, self.arch)
+
+
+def backbone_family(name: str, arch: str | None = None) -> str:
+    """resnet or vit: the params block's arch, else what the name means by default."""
+    if arch is not None:
+        return arch
+    if name not in DEFAULT_ARCH:
+        raise ValueError(f"backbone {name!r}: set arch (resnet or vit) in its params block")
+    return DEFAULT_ARCH[name]
 
 
 @dataclasses.dataclass
