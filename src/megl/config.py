@@ -243,6 +243,7 @@ class VariantConfig:
     weight: float = 1.0  # λ of a baseline's explanation term (RES.py: 1; CDEP, RRR: their λ)
     eta: float = 0.1  # RES-G / RES-L slack of the robust term (RES README: 0.1)
     cam_mode: Literal["create_graph", "detached"] | None = None  # None: train.cam_mode
+    explainer: Literal["gradcam", "multilayer"] | None = None  # None: train.explainer
     # family llava: the model (tiny random-init or a local LLaVA-1.5); in the variant's own block, so
     # that editing it re-runs only that variant's stages. None: MLLMConfig's defaults
     mllm: MLLMConfig | None = None
@@ -369,11 +370,15 @@ class TrainConfig:
     # and swamps CE while CAMs are flat; README "Why the KL sees a softmax")
     consistency_input: Literal["softmax", "minmax"] = "softmax"
     consistency_temperature: float = 1.0
+    # Â for the explanation losses and the evaluation: Grad-CAM at the CAM layer, or MMEL's mix of
+    # Grad-CAMs at the last `explainer_layers` stages / blocks (megl.models.multilayer_cam)
+    explainer: Literal["gradcam", "multilayer"] = "gradcam"
+    explainer_layers: int = 4
 
     def validate(self, where: str) -> None:
         if self.consistency_temperature <= 0:
             raise ConfigError(f"{where}.consistency_temperature: must be > 0")
-        for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size", "explainer_layers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name}: must be >= 1")
         for name in ("lr", "text_lr", "max_grad_norm", "cam_eps"):

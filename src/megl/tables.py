@@ -34,13 +34,15 @@ from megl.chance import ALPHA, runs_above_chance
 from megl.layout import RunKey, RunLayout, dataset_report, grid_runs, run_layout
 
 DATASET_NAMES = {"object_me": "Object-ME", "action_me": "Action-ME", "object_me_varied": "Object-ME (varied)",
-                 "action_me_varied": "Action-ME (varied)", "decoy_fmnist": "DecoyFMNIST"}
+                 "action_me_varied": "Action-ME (varied)", "decoy_fmnist": "DecoyFMNIST",
+                 "object_me_varied_112": "Object-ME (varied, 112 px)", "decoy_fmnist_112": "DecoyFMNIST (112 px)"}
 BACKBONE_NAMES = {"resnet18": "ResNet18", "vit_b16": "ViT-B/16", "dinov2_s14": "DINOv2-S/14"}
 # Table 2 rows in the paper's order: the plain backbone, the visual-EGL baselines (and RRR), MEGL's
 # ablation variants, MEGL last; the MLLM baselines form a group of their own
-METHOD_ORDER = ["baseline", "cdep", "haics", "gradia", "res_g", "res_l", "rrr", "visual", "text", "visual_text", "megl"]
+METHOD_ORDER = ["baseline", "cdep", "haics", "gradia", "res_g", "res_l", "rrr", "visual", "text", "visual_text", "megl",
+                "megl_multilayer"]
 METHOD_NAMES = {"baseline": "-", "visual": "Visual", "text": "Text", "visual_text": "Visual+Text", "megl": "MEGL",
-                "cdep": "CDEP", "haics": "HAICS", "gradia": "GRADIA", "res_g": "RES-G", "res_l": "RES-L", "rrr": "RRR",
+                "megl_multilayer": "MEGL (multi-layer Â)", "cdep": "CDEP", "haics": "HAICS", "gradia": "GRADIA", "res_g": "RES-G", "res_l": "RES-L", "rrr": "RRR",
                 "llava": "-", "finetune_cot": "Fine-tune-CoT"}
 ABLATION = ("baseline", "visual", "text", "visual_text", "megl")  # Table 4: MEGL's own terms
 MLLM_ORDER = ["llava", "finetune_cot"]

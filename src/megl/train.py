@@ -31,7 +31,6 @@ from megl.data.dataset import ExplanationDataset, collate
 from megl.evaluate.classification import NO_CLASS
 from megl.layout import RunKey, run_layout
 from megl.models.backbones import BackboneConfig, backbone_family, build_classifier
-from megl.models.gradcam import explain
 from megl.models.megl import MEGL
 from megl.tracking import RUN_FILE, run_name, run_record, run_tags, start_run
 from megl.visualize import overlay_grid
@@ -114,6 +113,7 @@ def build_model(params: Params, dataset: ExplanationDataset, backbone: str, vari
         classifier, text_head, var, dataset.mean_map,
         lambda_visual=t.lambda_visual, lambda_textual=t.lambda_textual, cam_mode=t.cam_mode, cam_eps=t.cam_eps,
         consistency_input=t.consistency_input, consistency_temperature=t.consistency_temperature, image_size=size,
+        explainer=t.explainer, explainer_layers=t.explainer_layers,
     )
     return model, tokenizer
 
@@ -323,7 +323,7 @@ def gallery(core: MEGL, val_set: ExplanationDataset, n: int, device) -> tuple[np
             "references": [" | ".join(val_set.explanations(i)) for i in picks],
             "generated": generated,
         }
-    logits, cam, features = explain(core.classifier, pixels)
+    logits, cam, features = core.explain(pixels)
     images = (pixels.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
     labels = [val_set.classes[it["label"]] for it in items]
     predicted = [val_set.classes[int(c)] for c in logits.argmax(1)]

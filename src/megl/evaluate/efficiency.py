@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from megl.models.gradcam import explain
 from megl.numerics import describe
 
 
@@ -53,7 +52,7 @@ def efficiency_metrics(model, image: torch.Tensor, *, warmup: int, iters: int) -
             classifier(image)
 
     def classify_and_explain():
-        logits, cam, features = explain(classifier, image)
+        logits, cam, features = model.explain(image)
         if model.text_head is not None:
             model.text_head.generate(image, cam, features)
 

@@ -32,8 +32,7 @@ from megl.evaluate.efficiency import efficiency_metrics
 from megl.evaluate.faithfulness import faithfulness_metrics
 from megl.evaluate.localisation import localisation_metrics, upsample
 from megl.layout import RunKey, run_layout
-from megl.models.gradcam import explain
-from megl.models.load import load_exported
+from megl.models.load import explainer_name, load_exported
 from megl.visualize import overlay_grid
 
 
@@ -64,7 +63,7 @@ def predict_test_split(model, test_set: ExplanationDataset, batch_size: int, dev
     out = {"rows": [], "labels": [], "preds": [], "probs": [], "cams": [], "generated": []}
     for batch in loader:
         pixels = batch["pixels"].to(device)
-        logits, cam, features = explain(model.classifier, pixels)
+        logits, cam, features = model.explain(pixels)
         out["rows"].append(batch["row"])
         out["labels"].append(batch["label"])
         out["preds"].append(logits.argmax(1).cpu())
@@ -258,6 +257,7 @@ def model_fields(config: dict, num_classes: int) -> dict:
         "backbone_profile": backbone["profile"],
         "backbone_pretrained": backbone.get("pretrained_path") is not None,
         "num_classes": num_classes,
+        "explainer": explainer_name(config),
     }
     if config["variant_terms"]["text"]:
         head = config["text_head"]

@@ -61,6 +61,9 @@ class ClassifierOutput:
     logits: torch.Tensor  # (B, num_classes)
     activations: torch.Tensor  # (B, C, h, w): the Grad-CAM layer, in the graph
     features: torch.Tensor  # (B, C', h', w'): spatial features for the text head's V_I
+    # the maps of the last `cam_depths` depths, deepest (= activations) last, each in the graph
+    # (megl.models.multilayer_cam)
+    stages: list[torch.Tensor] = dataclasses.field(default_factory=list)
 
 
 def _local_folder(cfg: BackboneConfig) -> Path:
@@ -137,13 +140,20 @@ class ResNetClassifier(nn.Module):
         self.feature_dim = self.body.config.hidden_sizes[-1]
         self.head = nn.Linear(self.feature_dim, num_classes)
 
-    def forward(self, pixels: torch.Tensor) -> ClassifierOutput:
+    @property
+    def max_cam_depths(self) -> int:
+        return len(self.body.encoder.stages)
+
+    def forward(self, pixels: torch.Tensor, cam_depths: int = 1) -> ClassifierOutput:
+        """cam_depths: how many stage outputs (the last ones) `stages` holds."""
         x = self.body.embedder(self.normalise(pixels))
+        outputs = []
         for stage in self.body.encoder.stages:
             x = stage(x)
+            outputs.append(x)
         a = self.cam_layer(x)
         logits = self.head(a.mean(dim=(2, 3)))
-        return ClassifierOutput(logits=logits, activations=a, features=a)
+        return ClassifierOutput(logits=logits, activations=a, features=a, stages=outputs[-cam_depths:-1] + [a])
 
 
 class ViTClassifier(nn.Module):
@@ -170,21 +180,31 @@ class ViTClassifier(nn.Module):
         # ViT / DeiT: resize the checkpoint's position grid when the input size differs from it
         return self.body.embeddings(x, interpolate_pos_encoding=x.shape[-1] != self.body.config.image_size)
 
-    def forward(self, pixels: torch.Tensor) -> ClassifierOutput:
+    @property
+    def max_cam_depths(self) -> int:
+        return len(self.blocks)
+
+    def forward(self, pixels: torch.Tensor, cam_depths: int = 1) -> ClassifierOutput:
+        """cam_depths: `stages` holds the patch tokens entering each of the last cam_depths blocks."""
         h = self._embed(pixels)
-        for layer in self.blocks[:-1]:
-            h = layer(h)
         # the patch grid of this input (patch 14: DINOv2; 16: ViT-B/16); the tokens before the
         # patches (CLS; DeiT's distillation token) pass by the CAM layer
         gh, gw = pixels.shape[-2] // self.patch, pixels.shape[-1] // self.patch
         b, n, d = h.shape
         lead = n - gh * gw
-        a = self.cam_layer(h[:, lead:].transpose(1, 2).reshape(b, d, gh, gw))
-        h = torch.cat([h[:, :lead], a.flatten(2).transpose(1, 2)], dim=1)
-        h = self.body.layernorm(self.blocks[-1](h))
+        blocks, stages = self.blocks, []
+        for i, layer in enumerate(blocks):
+            if i >= len(blocks) - cam_depths:
+                # the map is routed back into the tokens, so that the logits depend on it (its gradient)
+                a = h[:, lead:].transpose(1, 2).reshape(b, d, gh, gw)
+                a = self.cam_layer(a) if i == len(blocks) - 1 else a
+                stages.append(a)
+                h = torch.cat([h[:, :lead], a.flatten(2).transpose(1, 2)], dim=1)
+            h = layer(h)
+        h = self.body.layernorm(h)
         logits = self.head(h[:, 0])
         features = h[:, lead:].transpose(1, 2).reshape(b, d, gh, gw)
-        return ClassifierOutput(logits=logits, activations=a, features=features)
+        return ClassifierOutput(logits=logits, activations=stages[-1], features=features, stages=stages)
 
 
 def build_classifier(cfg: BackboneConfig, num_classes: int) -> nn.Module:

@@ -16,7 +16,7 @@ Modes:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 
@@ -26,16 +26,22 @@ Mode = Literal["create_graph", "detached"]
 def grad_cam(activations: torch.Tensor, scores: torch.Tensor, mode: Mode = "create_graph", relu: bool = True) -> torch.Tensor:
     """Raw ReLU Grad-CAM, (B, h, w), for activations (B, C, h, w) and per-sample scores (B,).
     relu=False returns the weighted sum before the ReLU (the consistency KL's softmax input)."""
+    return grad_cams([activations], scores, mode, relu)[0]
+
+
+def grad_cams(activations: Sequence[torch.Tensor], scores: torch.Tensor, mode: Mode = "create_graph", relu: bool = True) -> list[torch.Tensor]:
+    """grad_cam at several layers of the same forward pass, with one autograd call."""
     if mode not in ("create_graph", "detached"):
         raise ValueError(f"unknown Grad-CAM mode {mode!r}")
-    (grads,) = torch.autograd.grad(
-        scores.sum(), activations, create_graph=mode == "create_graph", retain_graph=True
-    )
-    weights = grads.mean(dim=(2, 3), keepdim=True)
-    if mode == "detached":
-        weights = weights.detach()
-    cam = (weights * activations).sum(dim=1)
-    return torch.relu(cam) if relu else cam
+    grads = torch.autograd.grad(scores.sum(), list(activations), create_graph=mode == "create_graph", retain_graph=True)
+    cams = []
+    for a, g in zip(activations, grads):
+        weights = g.mean(dim=(2, 3), keepdim=True)
+        if mode == "detached":
+            weights = weights.detach()
+        cam = (weights * a).sum(dim=1)
+        cams.append(torch.relu(cam) if relu else cam)
+    return cams
 
 
 def normalise(cam: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -50,11 +56,14 @@ def class_scores(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     return logits.gather(1, classes.view(-1, 1)).squeeze(1)
 
 
-def explain(classifier, pixels: torch.Tensor, classes: torch.Tensor | None = None, eps: float = 1e-8):
+def explain(classifier, pixels: torch.Tensor, classes: torch.Tensor | None = None, eps: float = 1e-8, explainer=None):
     """Evaluation-time explanation: logits, normalised CAM of `classes` (default: the predicted
-    class) and the features, with gradients enabled just for the CAM and nothing kept in a graph."""
+    class) and the features, with gradients enabled just for the CAM and nothing kept in a graph.
+    `explainer`: None for Grad-CAM at the CAM layer, or a megl.models.multilayer_cam.MultiLayerCAM."""
     with torch.enable_grad():
-        out = classifier(pixels)
+        out = classifier(pixels, cam_depths=1 if explainer is None else explainer.depths)
         targets = out.logits.argmax(1) if classes is None else classes
-        cam = normalise(grad_cam(out.activations, class_scores(out.logits, targets), "detached"), eps)
+        scores = class_scores(out.logits, targets)
+        raw = grad_cam(out.activations, scores, "detached", relu=False) if explainer is None else explainer(out.stages, scores, "detached")
+        cam = normalise(torch.relu(raw), eps)
     return out.logits.detach(), cam.detach(), out.features.detach()

@@ -46,6 +46,7 @@ def load_exported(model_dir: Path) -> tuple[MEGL, dict]:
         classifier, text_head, variant, torch.zeros(grid, grid),
         lambda_visual=0.0, lambda_textual=0.0, cam_mode="detached", cam_eps=config["train"]["cam_eps"],
         image_size=config.get("image_size"),
+        explainer=explainer_name(config), explainer_layers=config["train"].get("explainer_layers", 4),
     )
     weights = _read_weights(weights_path)
     # a head on local checkpoints exports only what training changed; its frozen parts come from them
@@ -54,6 +55,12 @@ def load_exported(model_dir: Path) -> tuple[MEGL, dict]:
     if unexpected or (strict and missing):
         raise ValueError(f"{model_dir / 'model.safetensors'}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.eval(), config
+
+
+def explainer_name(config: dict) -> str:
+    """The Â an exported model trained and is evaluated with: its variant's, else train's (models
+    exported before the multi-layer explainer have neither: Grad-CAM)."""
+    return config["variant_terms"].get("explainer") or config["train"].get("explainer", "gradcam")
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -15,7 +15,8 @@ from torch import nn
 
 from megl import losses
 from megl.config import VariantConfig
-from megl.models.gradcam import class_scores, grad_cam, normalise
+from megl.models.gradcam import class_scores, explain, grad_cam, normalise
+from megl.models.multilayer_cam import MultiLayerCAM
 
 
 @dataclasses.dataclass
@@ -41,6 +42,8 @@ class MEGL(nn.Module):
         consistency_input: str = "softmax",
         consistency_temperature: float = 1.0,
         image_size: int | None = None,
+        explainer: str = "gradcam",
+        explainer_layers: int = 4,
     ) -> None:
         super().__init__()
         if variant.text and text_head is None:
@@ -56,11 +59,24 @@ class MEGL(nn.Module):
         self.consistency_input = consistency_input
         self.consistency_temperature = consistency_temperature
         self.image_size = image_size
+        # MMEL's multi-layer Â: its layer weights are parameters of the model (trained, exported)
+        self.explainer = None
+        if (variant.explainer or explainer) == "multilayer":
+            self.explainer = MultiLayerCAM(min(explainer_layers, classifier.max_cam_depths), cam_eps)
         self.mask_transform = None
         if variant.loss == "res_l":
             if image_size is None:
                 raise ValueError("RES-L needs the image size for its learned mask transform")
             self.mask_transform = losses.LearnedMaskTransform(image_size, mean_map.shape[-1])
+
+    @property
+    def cam_depths(self) -> int:
+        return 1 if self.explainer is None else self.explainer.depths
+
+    def explain(self, pixels: torch.Tensor, classes: torch.Tensor | None = None, explainer=None):
+        """megl.models.gradcam.explain with this model's explainer (or another one, e.g. a
+        uniform MultiLayerCAM for a model trained with Grad-CAM): logits, Â, features."""
+        return explain(self.classifier, pixels, classes, self.cam_eps, self.explainer if explainer is None else explainer)
 
     @property
     def needs_cam(self) -> bool:
@@ -72,12 +88,16 @@ class MEGL(nn.Module):
         pixels, labels, has_map = batch["pixels"], batch["label"], batch["has_map"]
         if self.variant.loss == "rrr":
             pixels = pixels.detach().requires_grad_(True)  # the penalty differentiates w.r.t. the input
-        out = self.classifier(pixels)
+        out = self.classifier(pixels, cam_depths=self.cam_depths if self.needs_cam else 1)
         terms = {"pred": losses.prediction_loss(out.logits, labels)}
         cam = raw = None
         if self.needs_cam:
             # the ground-truth class while training: the explanation of the right answer is supervised
-            raw = grad_cam(out.activations, class_scores(out.logits, labels), self.cam_mode, relu=False)
+            scores = class_scores(out.logits, labels)
+            if self.explainer is None:
+                raw = grad_cam(out.activations, scores, self.cam_mode, relu=False)
+            else:
+                raw = self.explainer(out.stages, scores, self.cam_mode)
             cam = normalise(torch.relu(raw), self.cam_eps)
         loss = self.variant.loss
         if loss == "megl" and (self.variant.visual or self.variant.consistency):
