@@ -44,6 +44,7 @@ from megl.config import load_params  # noqa: E402
 from megl.data.dataset import ExplanationDataset, collate  # noqa: E402
 from megl.data.decoy_fmnist import SIDE as FMNIST_SIDE  # noqa: E402
 from megl.data.extracted import read_manifest  # noqa: E402
+from megl.evaluate.grounding import grounding_metrics, synthetic_truth, target_centres  # noqa: E402
 from megl.evaluate.localisation import localisation_metrics, relevance_mass, upsample  # noqa: E402
 from megl.evaluate.run import gt_maps_at_image_size, predict_test_split, text_metrics  # noqa: E402
 from megl.models.load import load_exported  # noqa: E402
@@ -101,12 +102,10 @@ def scoped_params(work: Path, train_overrides: dict, tag: str) -> Path:
     return path
 
 
-def box_masses(cams: np.ndarray, sample_ids: list[str], truth_file: Path, size: int, drawn_size: int) -> dict:
+def box_masses(cams: np.ndarray, sample_ids: list[str], truth: dict, size: int, drawn_size: int) -> dict:
     """Mean share of each CAM (at image size, min-maxed as the evaluation does) inside the target's
-    box and inside the decoy's box (synthetic_truth.json, in the drawn image's pixels; the decoy
-    box only for `varied`)."""
-    truth = json.loads(truth_file.read_text())
-    truth = truth.get("samples", truth)  # synthetic_truth.json nests them; decoy_truth.json does not
+    box and inside the decoy's box (per-sample truth in the drawn image's pixels; the decoy box
+    only for `varied` and DecoyFMNIST)."""
     scale = size / drawn_size
     cams_up = upsample(torch.from_numpy(cams), size)
     out = {}
@@ -121,7 +120,7 @@ def box_masses(cams: np.ndarray, sample_ids: list[str], truth_file: Path, size: 
     return out
 
 
-def score_test_split(model, config: dict, data_dir: Path, params, seed: int, raw_dir: Path) -> dict:
+def score_test_split(model, config: dict, data_dir: Path, params, seed: int, dataset: str) -> dict:
     """Test accuracy, mIoU of the predicted-class CAM and, on a synthetic benchmark, its mass on the
     target and on the decoy, with the evaluation stage's functions."""
     test = ExplanationDataset(data_dir, "test", config["grid"], seed=seed)
@@ -134,6 +133,7 @@ def score_test_split(model, config: dict, data_dir: Path, params, seed: int, raw
             labels += batch["label"].tolist()
         return {"test_accuracy": round(float((np.array(preds) == np.array(labels)).mean()), 6),
                 "answers_without_class": int((np.array(preds) < 0).sum())}
+    raw_dir = params.dataset(dataset).raw_path
     pred = predict_test_split(model, test, params.train.eval_batch_size, torch.device("cpu"))
     size = test.images.shape[1]
     has, gt = gt_maps_at_image_size(data_dir, pred["rows"], size, len(test.manifest))
@@ -143,27 +143,29 @@ def score_test_split(model, config: dict, data_dir: Path, params, seed: int, raw
         "miou": round(float(loc["miou"]), 6),
         "relevance_mass": round(float(loc["relevance_mass"]), 6),  # on the GT maps (test samples with one)
     }
+    ids = read_manifest(data_dir, columns=["sample_id"])["sample_id"].to_numpy()[pred["rows"]].tolist()
     if model.text_head is not None:
-        scores |= explanation_scores(test, pred["generated"], params)
-    drawn = [c.image_size for c in params.synthetic.values() if Path(c.out_dir).resolve() == raw_dir.resolve()]
-    truth_file = raw_dir / "synthetic_truth.json"
-    if not truth_file.is_file():
-        truth_file, drawn = raw_dir / "decoy_truth.json", [FMNIST_SIDE]  # DecoyFMNIST: the patch's box
-    if truth_file.is_file() and drawn:
-        ids = read_manifest(data_dir, columns=["sample_id"])["sample_id"].to_numpy()[pred["rows"]].tolist()
-        scores |= box_masses(pred["cams"], ids, truth_file, size, drawn[0])
+        scores |= explanation_scores(test, pred, size, params, dataset, ids)
+    found = synthetic_truth(params, dataset)
+    if found is None and (raw_dir / "decoy_truth.json").is_file():  # DecoyFMNIST: the patch's box
+        found = json.loads((raw_dir / "decoy_truth.json").read_text()), FMNIST_SIDE
+    if found is not None:
+        scores |= box_masses(pred["cams"], ids, found[0], size, found[1])
     return scores
 
 
-TEXT_METRICS = ("bleu_4", "meteor", "rouge_l", "cider")
+TEXT_METRICS = ("bleu_4", "meteor", "rouge_l", "cider", "grounding_cam", "grounding_cam_chance", "grounding_target")
 
 
-def explanation_scores(test, generated: list[str], params) -> dict:
-    """The evaluation stage's text metrics (pycocoevalcap, PTB-tokenised and lower-cased) of the
-    greedy explanations against every reference, and two of them as written, to read."""
+def explanation_scores(test, pred: dict, size: int, params, dataset: str, ids: list[str]) -> dict:
+    """The evaluation stage's text metrics (pycocoevalcap, PTB-tokenised and lower-cased) and
+    grounding of the greedy explanations, and two of them as written, to read."""
+    generated = pred["generated"]
     references = {str(i): test.explanations(i) for i in range(len(test))}
     text = text_metrics(test, generated, references, params.evaluate, torch.device("cpu"), meteor=None)
-    return {k: round(float(text[k]), 6) for k in TEXT_METRICS} | {"examples": generated[:2]}
+    text |= grounding_metrics(generated, pred["cams"], size, [test.classes[i] for i in pred["labels"]],
+                              target_centres(params, dataset, ids))
+    return {k: round(float(text[k]), 6) for k in TEXT_METRICS if text.get(k) is not None} | {"examples": generated[:2]}
 
 
 def ensure_extracted(params_file: Path, dataset: str, work: Path) -> None:
@@ -195,7 +197,7 @@ def run_one(params_file: Path, dataset: str, backbone: str, variant: str, seed: 
     return {
         "dataset": dataset, "backbone": backbone, "variant": name, "seed": seed,
         "text_head": text_head_name(config),
-        **score_test_split(model, config, REPO / "data" / dataset, params, seed, params.dataset(dataset).raw_path),
+        **score_test_split(model, config, REPO / "data" / dataset, params, seed, dataset),
         "best_val_accuracy": summary["best_val_accuracy"], "best_epoch": summary["best_epoch"],
         "seconds": round(time.perf_counter() - t0, 1),
     }

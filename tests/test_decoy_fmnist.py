@@ -259,20 +259,18 @@ def test_generic_layout_through_extraction_and_saliency(tmp_path):
     assert sal["maps_aggregated"] == len(with_map) + 60  # the test split's maps score the CAMs
 
 
-def test_method_seeds_box_masses_read_both_truth_files(tmp_path):
-    """benchmarks/method_seeds.py scores the CAM's share in the decoy's box from decoy_truth.json
-    (flat, in 28 px) as from synthetic_truth.json (nested under "samples", in the drawn size)."""
+def test_method_seeds_box_masses_in_the_drawn_images_pixels():
+    """benchmarks/method_seeds.py scores the CAM's share in the decoy's box (decoy_truth.json, in
+    28 px) as in the target's (synthetic_truth.json, in the drawn size)."""
     spec = importlib.util.spec_from_file_location("method_seeds", REPO / "benchmarks" / "method_seeds.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     cams = np.zeros((2, 8, 8), dtype=np.float32)
     cams[0, 0, 0] = 1.0  # all on the top-left cell: the patch's corner
     cams[1, 7, 7] = 1.0  # all on the opposite corner
-    flat = tmp_path / "decoy_truth.json"
-    flat.write_text(json.dumps({"a": {"decoy_class": 1, "decoy_box": [0, 0, 3, 3]}, "b": {"decoy_class": 2, "decoy_box": [0, 0, 3, 3]}}))
-    masses = bench.box_masses(cams, ["a", "b"], flat, 64, 28)
+    decoys = {"a": {"decoy_class": 1, "decoy_box": [0, 0, 3, 3]}, "b": {"decoy_class": 2, "decoy_box": [0, 0, 3, 3]}}
+    masses = bench.box_masses(cams, ["a", "b"], decoys, 64, 28)
     assert set(masses) == {"decoy_mass"}
     assert 0.3 < masses["decoy_mass"] < 0.5  # sample a: most of its mass (bilinear spill aside); b: none
-    nested = tmp_path / "synthetic_truth.json"
-    nested.write_text(json.dumps({"samples": {"a": {"target_box": [0, 0, 31, 31]}, "b": {"target_box": [32, 32, 63, 63]}}}))
-    assert bench.box_masses(cams, ["a", "b"], nested, 64, 64)["target_mass"] > 0.95
+    targets = {"a": {"target_box": [0, 0, 31, 31]}, "b": {"target_box": [32, 32, 63, 63]}}
+    assert bench.box_masses(cams, ["a", "b"], targets, 64, 64)["target_mass"] > 0.95

@@ -1,11 +1,16 @@
 """The evaluate stage on trained tiny models: every metric present, deterministic, outputs written."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from safetensors.torch import load_file
 
+from megl.config import VariantConfig
+from megl.models.load import load_exported
 from megl.evaluate.run import EvalPaths, evaluate
 from megl.layout import RunKey
 from megl.train import RunPaths, train
@@ -42,6 +47,9 @@ def test_megl_model_gets_every_metric_deterministically(trained):
     assert metrics["clipscore"] is None and metrics["clipscore_status"].startswith("unavailable: no local CLIP weights")
     assert metrics["backbone_profile"] == "tiny" and metrics["backbone_pretrained"] is False
     assert metrics["text_head_profile"] == "tiny" and metrics["num_classes"] == 4
+    assert metrics["explainer"] == "gradcam"
+    # grounding (megl.evaluate.grounding): on the synthetic benchmark, against its truth too
+    assert {"grounding_named", "grounding_cam", "grounding_cam_chance", "grounding_target", "grounding_attributes"} <= set(metrics)
 
     evaluate(trained, "object_me", "resnet18", "megl", paths)
     assert paths.metrics_file.read_bytes() == first  # same model, same bytes
@@ -157,6 +165,7 @@ def test_mllm_baseline_is_scored_by_its_parsed_answers(trained, variant):
     # no Grad-CAM: no localisation or faithfulness number is made up
     assert "miou" not in metrics and "deletion_auc" not in metrics
     assert ("meteor" in metrics) == (variant == "finetune_cot")
+    assert ("grounding_target" in metrics) == (variant == "finetune_cot") and "grounding_cam" not in metrics
     preds = pd.read_parquet(paths.results_dir / "predictions.parquet")
     assert len(preds) == metrics["test_samples"]
     confusion = json.loads(paths.confusion_file.read_text())
@@ -167,6 +176,21 @@ def test_mllm_baseline_is_scored_by_its_parsed_answers(trained, variant):
     first = paths.metrics_file.read_bytes()
     evaluate(trained, "object_me", "resnet18", variant, paths)
     assert paths.metrics_file.read_bytes() == first
+
+
+def test_multilayer_explainer_trains_exports_and_evaluates(trained):
+    """A variant with MMEL's multi-layer Â: its layer weights train, export and explain its test split."""
+    root = trained.root
+    params = dataclasses.replace(trained, variants={
+        **trained.variants, "megl_multilayer": VariantConfig(visual=True, text=True, consistency=True, explainer="multilayer")})
+    run = RunPaths.for_run(root / ROOT, RunKey("object_me", "resnet18", "megl_multilayer", 0))
+    train(params, "object_me", "resnet18", "megl_multilayer", run, max_steps=4)
+    weights = load_file(run.model_dir / "model.safetensors")["explainer.layer_logits"]
+    assert weights.shape == (2,) and not torch.equal(weights, torch.zeros(2))  # trained away from uniform
+    model, _ = load_exported(run.model_dir)
+    assert torch.equal(model.explainer.layer_logits.detach(), weights)
+    metrics = evaluate(params, "object_me", "resnet18", "megl_multilayer", run_paths(root, "resnet18", "megl_multilayer"))
+    assert metrics["explainer"] == "multilayer" and 0 <= metrics["miou"] <= 1
 
 
 def test_not_applicable_run_is_evaluated_as_na(trained):

@@ -327,7 +327,11 @@ def table2(runs: Runs) -> Table:
     return Table("table2", caption + runs.profile_note(mllm=True) + seeds_note(rows) + chance_note(rows), header, rows, csv_only)
 
 
-TEXT_KEYS = [("clipscore", "CLIPScore"), ("bleu_4", "B4"), ("meteor", "M"), ("rouge_l", "R"), ("spice", "S"), ("cider", "C")]
+TEXT_KEYS = [("clipscore", "CLIPScore"), ("bleu_4", "B4"), ("meteor", "M"), ("rouge_l", "R"), ("spice", "S"), ("cider", "C"),
+             ("grounding_cam", "G-CAM"), ("grounding_target", "G-target")]
+GROUNDING_NOTE = (" G-CAM, G-target (README \"Grounding\"): of the explanations that name a position, the share of the "
+                  "CAM's mass inside the named region (a uniform CAM scores the region's area) and the share whose "
+                  "region holds the true target's centre (synthetic benchmark only).")
 TEXT_HEAD_NOTE = {"tiny": "the tiny random-init text head (a 2-layer Llama and CLIP from config, not Vicuna / CLIP-ViT-L)"}
 
 
@@ -360,7 +364,7 @@ def table3(runs: Runs) -> Table:
                 heads |= {m["text_head_profile"] for m in runs.found(d, b, v) if "text_head_profile" in m}
             rows.append(row)
     mark_best(rows, [i for i in range(2, len(header)) if i not in seed_cols])
-    caption = "Table 3. Textual explanation quality (B4, M, R, S, C: BLEU-4, METEOR, ROUGE-L, SPICE, CIDEr)."
+    caption = "Table 3. Textual explanation quality (B4, M, R, S, C: BLEU-4, METEOR, ROUGE-L, SPICE, CIDEr)." + GROUNDING_NOTE
     if heads & TEXT_HEAD_NOTE.keys():
         caption += f" Explanations from {'; '.join(TEXT_HEAD_NOTE[h] for h in sorted(heads & TEXT_HEAD_NOTE.keys()))}."
     caption += _status_note(runs, "clipscore_status", "CLIPScore") + _status_note(runs, "spice_status", "SPICE")

@@ -30,6 +30,7 @@ from megl.data.extracted import Saliency
 from megl.evaluate.classification import NO_CLASS, classification_metrics
 from megl.evaluate.efficiency import efficiency_metrics
 from megl.evaluate.faithfulness import faithfulness_metrics
+from megl.evaluate.grounding import grounding_metrics, target_centres
 from megl.evaluate.localisation import localisation_metrics, upsample
 from megl.layout import RunKey, run_layout
 from megl.models.load import explainer_name, load_exported
@@ -165,6 +166,9 @@ def _score(params: Params, dataset, backbone, variant, paths: EvalPaths, model, 
     references = {str(i): test_set.explanations(i) for i in range(len(test_set))}
     if model.text_head is not None:
         metrics |= text_metrics(test_set, pred["generated"], references, cfg, device, meteor)
+        ids = test_set.manifest["sample_id"].to_numpy()[pred["rows"]].tolist()
+        metrics |= grounding_metrics(pred["generated"], pred["cams"], size, [test_set.classes[i] for i in pred["labels"]],
+                                     target_centres(params, dataset, ids))
 
     metrics = _round(metrics)
     efficiency = efficiency_metrics(model, images[:1], warmup=cfg.efficiency_warmup, iters=cfg.efficiency_iters)
@@ -201,6 +205,9 @@ def _score_mllm(params: Params, dataset, backbone, variant, paths: EvalPaths, mo
     if model.mode == "cot":
         # hypotheses lower-cased too: the tiny tokenizer lower-cases, a real LLaVA's does not
         metrics |= text_metrics(test_set, generated, references, cfg, device, meteor, lower_hypotheses=True)
+        ids = test_set.manifest["sample_id"].to_numpy()[rows].tolist()
+        metrics |= grounding_metrics(generated, None, test_set.images.shape[1], [test_set.classes[i] for i in labels],
+                                     target_centres(params, dataset, ids))
     metrics = _round(metrics)
     image = test_set[0]["pixels"].unsqueeze(0).to(device)
     efficiency = mllm_efficiency(model, image, model.questions(collate([test_set[0]])), cfg)
