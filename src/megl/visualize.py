@@ -16,7 +16,7 @@ LINE = FONT_SIZE + 4
 PAD = 4
 
 
-def _heat(image: np.ndarray, saliency: np.ndarray) -> np.ndarray:
+def heat_overlay(image: np.ndarray, saliency: np.ndarray) -> np.ndarray:
     """Blend a [0,1] map (any grid, upsampled bilinearly) over an RGB image in red."""
     h, w = image.shape[:2]
     up = np.asarray(Image.fromarray(saliency.astype(np.float32)).resize((w, h), Image.Resampling.BILINEAR))
@@ -29,8 +29,8 @@ def _heat(image: np.ndarray, saliency: np.ndarray) -> np.ndarray:
 def _panels(images: np.ndarray, cams: np.ndarray, gt_maps: np.ndarray, has_gt: np.ndarray, scale: int) -> np.ndarray:
     rows = []
     for img, cam, gt, has in zip(images, cams, gt_maps, has_gt):
-        gt_panel = _heat(img, gt) if has else np.full_like(img, 128)
-        rows.append(np.concatenate([img, _heat(img, cam), gt_panel], axis=1))
+        gt_panel = heat_overlay(img, gt) if has else np.full_like(img, 128)
+        rows.append(np.concatenate([img, heat_overlay(img, cam), gt_panel], axis=1))
     grid = np.concatenate(rows, axis=0)
     return grid.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else grid
 

@@ -22,6 +22,27 @@ class BadImage(ValueError):
         self.detail = detail
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB of any Pillow mode: transparency over white (as a viewer shows it, where a plain
+    convert would keep whatever colour the transparent pixels hold), 16-bit and float grey scaled
+    from their value range (a plain convert clips them to 255)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        peak = float(values.max()) if values.size else 0.0
+        if img.mode == "F":
+            top = 1.0
+        elif img.mode.startswith("I;16") or 255 < peak <= 65535:  # Pillow opens 16-bit PNGs as I;16 or I
+            top = 65535.0
+        else:
+            top = max(peak, 255.0)
+        return Image.fromarray(np.clip(values / top * 255 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
 def decode(candidates: Sequence[Path], size: int) -> np.ndarray:
     """Decode the first existing candidate to RGB and resize (no crop) to size x size.
 
@@ -35,7 +56,7 @@ def decode(candidates: Sequence[Path], size: int) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.draft("RGB", (size, size))
-            rgb = img.convert("RGB")
+            rgb = to_rgb(img)
             rgb.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise BadImage("corrupt_image", f"{path}: {exc}") from None
