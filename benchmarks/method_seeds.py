@@ -46,8 +46,9 @@ from megl.data.decoy_fmnist import SIDE as FMNIST_SIDE  # noqa: E402
 from megl.data.extracted import read_manifest  # noqa: E402
 from megl.evaluate.grounding import grounding_metrics, synthetic_truth, target_centres  # noqa: E402
 from megl.evaluate.localisation import localisation_metrics, relevance_mass, upsample  # noqa: E402
-from megl.evaluate.run import gt_maps_at_image_size, predict_test_split, text_metrics  # noqa: E402
-from megl.models.load import load_exported  # noqa: E402
+from megl.evaluate.run import gt_maps_at_image_size, predict_test_split, saliency_metrics, text_metrics  # noqa: E402
+from megl.models.load import explainer_name, load_exported  # noqa: E402
+from megl.models.multilayer_cam import MultiLayerCAM  # noqa: E402
 from megl.models.sdtg import SDTGHead  # noqa: E402
 from megl.train import RunPaths, train  # noqa: E402
 
@@ -184,7 +185,8 @@ def ensure_extracted(params_file: Path, dataset: str, work: Path) -> None:
     build_saliency(dataset, ds, params.saliency, out, out / "saliency", work / "reports" / dataset / "saliency.json")
 
 
-def run_one(params_file: Path, dataset: str, backbone: str, variant: str, seed: int, name: str, probe: bool = False) -> dict:
+def run_one(params_file: Path, dataset: str, backbone: str, variant: str, seed: int, name: str, probe: bool = False,
+            explainers: tuple[str, ...] = ()) -> dict:
     params = load_params(params_file).with_seed(seed)
     run = Path(dataset) / backbone / name / f"s{seed}"
     paths = RunPaths(params.root / "models" / run, params.root / "checkpoints" / run, params.root / "metrics" / run / "train.json")
@@ -194,13 +196,42 @@ def run_one(params_file: Path, dataset: str, backbone: str, variant: str, seed: 
     if "not_applicable" in summary:
         return {"dataset": dataset, "backbone": backbone, "variant": name, "seed": seed, "not_applicable": summary["not_applicable"]}
     model, config = load_exported(paths.model_dir)
-    return {
+    row = {
         "dataset": dataset, "backbone": backbone, "variant": name, "seed": seed,
-        "text_head": text_head_name(config),
+        "text_head": text_head_name(config), "explainer": explainer_name(config),
         **score_test_split(model, config, REPO / "data" / dataset, params, seed, dataset),
         "best_val_accuracy": summary["best_val_accuracy"], "best_epoch": summary["best_epoch"],
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    if explainers and config["variant_terms"].get("family") != "llava":
+        row["explainers"] = {e: explainer_scores(model, REPO / "data" / dataset, params, seed, e) for e in explainers}
+    return row
+
+
+SALIENCY_METRICS = ("miou", "pointing_game", "relevance_mass", "deletion_auc", "insertion_auc", "average_drop", "increase_in_confidence")
+
+
+def explainer_scores(model, data_dir: Path, params, seed: int, explainer: str) -> dict:
+    """The evaluation's localisation and faithfulness metrics of one trained model's test split with
+    the named explainer: the model's own when it was trained with that one (its learned layer
+    weights), else Grad-CAM, or the multi-layer mix with uniform weights."""
+    trained = model.explainer
+    if explainer == "gradcam":
+        chosen = None
+    elif trained is not None:
+        chosen = trained
+    else:
+        chosen = MultiLayerCAM(min(params.train.explainer_layers, model.classifier.max_cam_depths), model.cam_eps)
+    test = ExplanationDataset(data_dir, "test", model.mean_map.shape[-1], seed=seed)
+    model.explainer = chosen  # what model.explain uses; None: Grad-CAM
+    try:
+        pred = predict_test_split(model, test, params.train.eval_batch_size, torch.device("cpu"), text=False)
+    finally:
+        model.explainer = trained
+    maps = gt_maps_at_image_size(data_dir, pred["rows"], test.images.shape[1], len(test.manifest))
+    scores = saliency_metrics(model, test, pred, maps, params.evaluate, params.train.eval_batch_size, torch.device("cpu"))
+    weights = None if chosen is None else [round(float(w), 4) for w in chosen.layer_weights()]
+    return {k: round(float(scores[k]), 6) for k in SALIENCY_METRICS} | {"layer_weights": weights}
 
 
 def text_head_name(config: dict) -> str | None:
@@ -238,6 +269,29 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
+def aggregate_explainers(rows: list[dict]) -> list[dict]:
+    """Mean / sample std over seeds of each explainer's metrics per (dataset, backbone, variant),
+    and the multi-layer mix minus Grad-CAM paired by seed."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if "explainers" in r:
+            groups.setdefault((r["dataset"], r["backbone"], r["variant"]), []).append(r)
+    out = []
+    for (d, b, v), rs in groups.items():
+        for e in rs[0]["explainers"]:
+            entry = {"dataset": d, "backbone": b, "variant": v, "explainer": e, "seeds": len(rs)}
+            for metric in SALIENCY_METRICS:
+                values = [r["explainers"][e][metric] for r in rs]
+                entry[metric] = round(statistics.fmean(values), 4)
+                entry[f"{metric}_std"] = round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
+                if e != "gradcam" and "gradcam" in rs[0]["explainers"]:
+                    diffs = [r["explainers"][e][metric] - r["explainers"]["gradcam"][metric] for r in rs]
+                    entry[f"{metric}_vs_gradcam"] = round(statistics.fmean(diffs), 4)
+                    entry[f"{metric}_vs_gradcam_std"] = round(statistics.stdev(diffs), 4) if len(diffs) > 1 else 0.0
+            out.append(entry)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -246,6 +300,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", help="none: only the --extra rows")
     parser.add_argument("--extra", action="append", default=[], help="name=variant:train_key=value,... (repeatable)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--explainers", nargs="*", default=[], choices=["gradcam", "multilayer"],
+                        help="also score every trained model's test split with each (the multi-layer mix uniform unless trained)")
     parser.add_argument("--overlay", type=Path, action="append", default=[],
                         help="YAML blocks merged into params.yaml (e.g. configs/decoy_fmnist.yaml); repeatable, later ones win")
     args = parser.parse_args()
@@ -269,11 +325,12 @@ def main() -> None:
                         probe = bool(overrides.pop("probe_no_image_tokens", False))
                         params_file = scoped_params(work, overrides, name)
                         ensure_extracted(params_file, dataset, work)
-                        rows.append(run_one(params_file, dataset, backbone, variant, seed, name, probe))
+                        rows.append(run_one(params_file, dataset, backbone, variant, seed, name, probe, tuple(args.explainers)))
                         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
                         if args.out:  # the runs so far survive a stopped study
-                            write_json(args.out, {"runs": rows, "summary": aggregate(rows), "complete": False})
-    result = {"runs": rows, "summary": aggregate(rows), "torch_threads": torch.get_num_threads(), "complete": True}
+                            write_json(args.out, {"runs": rows, "summary": aggregate(rows), "explainers": aggregate_explainers(rows), "complete": False})
+    result = {"runs": rows, "summary": aggregate(rows), "explainers": aggregate_explainers(rows),
+              "torch_threads": torch.get_num_threads(), "complete": True}
     if args.out:
         write_json(args.out, result)
     print(json.dumps(result, indent=1))

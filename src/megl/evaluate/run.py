@@ -58,23 +58,44 @@ def _round(metrics: dict) -> dict:
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
 
 
-def predict_test_split(model, test_set: ExplanationDataset, batch_size: int, device) -> dict:
-    """Logits, predicted-class CAMs and (with a text head) greedy explanations for the test split."""
+def predict_test_split(model, test_set: ExplanationDataset, batch_size: int, device, explainer=None, text: bool = True) -> dict:
+    """Logits, predicted-class CAMs (the model's explainer, or `explainer`) and (with a text head
+    and `text`) greedy explanations for the test split."""
     loader = DataLoader(test_set, batch_size=batch_size, collate_fn=collate)
     out = {"rows": [], "labels": [], "preds": [], "probs": [], "cams": [], "generated": []}
     for batch in loader:
         pixels = batch["pixels"].to(device)
-        logits, cam, features = model.explain(pixels)
+        logits, cam, features = model.explain(pixels, explainer=explainer)
         out["rows"].append(batch["row"])
         out["labels"].append(batch["label"])
         out["preds"].append(logits.argmax(1).cpu())
         out["probs"].append(logits.softmax(1).cpu())
         out["cams"].append(cam.cpu())
-        if model.text_head is not None:
+        if model.text_head is not None and text:
             out["generated"] += model.text_head.generate(pixels, cam, features)
     for key in ("rows", "labels", "preds", "probs", "cams"):
         out[key] = torch.cat(out[key]).numpy()
     return out
+
+
+def saliency_metrics(model, test_set: ExplanationDataset, pred: dict, gt_maps: tuple[np.ndarray, np.ndarray],
+                     cfg: EvaluateConfig, batch_size: int, device) -> dict:
+    """The maps in pred (predict_test_split) against the GT maps where a sample has one
+    (localisation), and faithfulness on a fixed prefix of the test split (cost grows with steps x
+    samples)."""
+    size = test_set.images.shape[1]
+    has, gt = gt_maps
+    metrics = localisation_metrics(torch.from_numpy(pred["cams"][has]), torch.from_numpy(gt), size, cfg.cam_threshold)
+    n = min(cfg.faithfulness_samples, len(test_set))
+    images = torch.stack([test_set[i]["pixels"] for i in range(n)]).to(device)
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model.classifier(x).logits.softmax(1)
+
+    saliency = upsample(torch.from_numpy(pred["cams"][:n]).to(device), size)
+    return metrics | faithfulness_metrics(predict, images, saliency, torch.from_numpy(pred["preds"][:n]).to(device),
+                                          steps=cfg.faithfulness_steps, batch_size=batch_size)
 
 
 def gt_maps_at_image_size(data_dir: Path, rows: np.ndarray, size: int, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,23 +166,8 @@ def _score(params: Params, dataset, backbone, variant, paths: EvalPaths, model, 
     flat, f1_rows, confusion = classification_metrics(pred["labels"], pred["preds"], test_set.classes)
     metrics |= flat
 
-    # visual explanation: predicted-class CAM against the GT map, where one exists
     has, gt = gt_maps_at_image_size(data_dir, pred["rows"], size, len(test_set.manifest))
-    metrics |= localisation_metrics(torch.from_numpy(pred["cams"][has]), torch.from_numpy(gt), size, cfg.cam_threshold)
-
-    # faithfulness on a fixed prefix of the test split (cost grows with steps x samples)
-    n = min(cfg.faithfulness_samples, len(test_set))
-    images = torch.stack([test_set[i]["pixels"] for i in range(n)]).to(device)
-
-    def predict(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return model.classifier(x).logits.softmax(1)
-
-    saliency = upsample(torch.from_numpy(pred["cams"][:n]).to(device), size)
-    metrics |= faithfulness_metrics(
-        predict, images, saliency, torch.from_numpy(pred["preds"][:n]).to(device),
-        steps=cfg.faithfulness_steps, batch_size=params.train.eval_batch_size,
-    )
+    metrics |= saliency_metrics(model, test_set, pred, (has, gt), cfg, params.train.eval_batch_size, device)
 
     references = {str(i): test_set.explanations(i) for i in range(len(test_set))}
     if model.text_head is not None:
@@ -171,7 +177,7 @@ def _score(params: Params, dataset, backbone, variant, paths: EvalPaths, model, 
                                      target_centres(params, dataset, ids))
 
     metrics = _round(metrics)
-    efficiency = efficiency_metrics(model, images[:1], warmup=cfg.efficiency_warmup, iters=cfg.efficiency_iters)
+    efficiency = efficiency_metrics(model, test_set[0]["pixels"].unsqueeze(0).to(device), warmup=cfg.efficiency_warmup, iters=cfg.efficiency_iters)
     # everything is computed: only now do this run's outputs replace the previous run's
     write_json(paths.metrics_file, metrics)
     write_json(paths.per_class_f1_file, f1_rows)
