@@ -24,11 +24,16 @@ def test_sigterm_inside_the_block_is_delivered_when_it_ends(sigterm_exits):
 
 
 def test_ctrl_c_inside_the_block_is_delivered_when_it_ends():
+    # Python's own Ctrl-C handler: a job started in the background (`make test &`) inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     done = []
-    with pytest.raises(KeyboardInterrupt):
-        with deferred_signals():
-            os.kill(os.getpid(), signal.SIGINT)
-            done.append("the write finished")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with deferred_signals():
+                os.kill(os.getpid(), signal.SIGINT)
+                done.append("the write finished")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert done == ["the write finished"]
 
 
