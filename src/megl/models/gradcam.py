@@ -56,6 +56,14 @@ def class_scores(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     return logits.gather(1, classes.view(-1, 1)).squeeze(1)
 
 
+def raw_map(out, scores: torch.Tensor, mode: Mode, explainer=None) -> torch.Tensor:
+    """Â before ReLU and min-max for a classifier output: Grad-CAM at its CAM layer, or the
+    explainer's (megl.models.multilayer_cam.MultiLayerCAM) mix over out.stages."""
+    if explainer is None:
+        return grad_cam(out.activations, scores, mode, relu=False)
+    return explainer(out.stages, scores, mode)
+
+
 def explain(classifier, pixels: torch.Tensor, classes: torch.Tensor | None = None, eps: float = 1e-8, explainer=None):
     """Evaluation-time explanation: logits, normalised CAM of `classes` (default: the predicted
     class) and the features, with gradients enabled just for the CAM and nothing kept in a graph.
@@ -64,6 +72,5 @@ def explain(classifier, pixels: torch.Tensor, classes: torch.Tensor | None = Non
         out = classifier(pixels, cam_depths=1 if explainer is None else explainer.depths)
         targets = out.logits.argmax(1) if classes is None else classes
         scores = class_scores(out.logits, targets)
-        raw = grad_cam(out.activations, scores, "detached", relu=False) if explainer is None else explainer(out.stages, scores, "detached")
-        cam = normalise(torch.relu(raw), eps)
+        cam = normalise(torch.relu(raw_map(out, scores, "detached", explainer)), eps)
     return out.logits.detach(), cam.detach(), out.features.detach()

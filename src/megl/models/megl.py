@@ -15,7 +15,7 @@ from torch import nn
 
 from megl import losses
 from megl.config import VariantConfig
-from megl.models.gradcam import class_scores, explain, grad_cam, normalise
+from megl.models.gradcam import class_scores, explain, normalise, raw_map
 from megl.models.multilayer_cam import MultiLayerCAM
 
 
@@ -93,11 +93,7 @@ class MEGL(nn.Module):
         cam = raw = None
         if self.needs_cam:
             # the ground-truth class while training: the explanation of the right answer is supervised
-            scores = class_scores(out.logits, labels)
-            if self.explainer is None:
-                raw = grad_cam(out.activations, scores, self.cam_mode, relu=False)
-            else:
-                raw = self.explainer(out.stages, scores, self.cam_mode)
+            raw = raw_map(out, class_scores(out.logits, labels), self.cam_mode, self.explainer)
             cam = normalise(torch.relu(raw), self.cam_eps)
         loss = self.variant.loss
         if loss == "megl" and (self.variant.visual or self.variant.consistency):
