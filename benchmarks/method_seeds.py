@@ -155,7 +155,8 @@ def score_test_split(model, config: dict, data_dir: Path, params, seed: int, dat
     return scores
 
 
-TEXT_METRICS = ("bleu_4", "meteor", "rouge_l", "cider", "grounding_cam", "grounding_cam_chance", "grounding_target")
+TEXT_METRICS = ("bleu_4", "meteor", "rouge_l", "cider", "grounding_cam", "grounding_cam_chance", "grounding_target",
+                "grounding_named", "grounding_attributes", "grounding_attributes_named")
 
 
 def explanation_scores(test, pred: dict, size: int, params, dataset: str, ids: list[str]) -> dict:
