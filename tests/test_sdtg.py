@@ -1,5 +1,7 @@
 """SDTG text head and its tokenizer, on tiny random-init models (no downloads)."""
 
+import dataclasses
+
 import pytest
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
@@ -160,10 +162,12 @@ def test_generate_deterministic_and_batched(tok):
     assert head.training and not head.clip.training
 
 
-def test_trainable_state_dict_round_trip(tok, tmp_path):
+@pytest.mark.parametrize("word_region_attention", [False, True])
+def test_trainable_state_dict_round_trip(tok, tmp_path, word_region_attention):
     from safetensors.torch import load_file, save_file
 
-    head = make_head(tok)
+    make = lambda: make_head(tok, word_region_attention=word_region_attention)  # noqa: E731
+    head = make()
     images, cam, features = make_batch()
     ids, mask = head.encode(EXPLANATIONS + EXPLANATIONS[:1])
     opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=3e-3)
@@ -176,13 +180,59 @@ def test_trainable_state_dict_round_trip(tok, tmp_path):
     assert sd and all(head.get_parameter(n).requires_grad for n in sd)
     save_file(sd, str(tmp_path / "head.safetensors"))
 
-    fresh = make_head(tok).eval()  # same seed: identical frozen weights
+    assert any(n.startswith("word_region.") for n in sd) == word_region_attention
+    fresh = make().eval()  # same seed: identical frozen weights
     with torch.no_grad():
         assert not torch.equal(fresh(images, cam, features, ids, mask), head(images, cam, features, ids, mask))
         fresh.load_trainable_state_dict(load_file(str(tmp_path / "head.safetensors")))
         assert torch.equal(fresh(images, cam, features, ids, mask), head(images, cam, features, ids, mask))
     with pytest.raises(KeyError):
         fresh.load_trainable_state_dict({k: v for k, v in sd.items() if not k.startswith("W_I")})
+
+
+# ----------------------------------------------------------------- word-region attention (REX)
+
+
+def test_word_region_attention_starts_as_the_plain_head(tok):
+    """Its output projection starts at zero and it is built last: an untrained head with it gives
+    the plain head's loss and explanations (same seed)."""
+    plain, wra = make_head(tok).eval(), make_head(tok, word_region_attention=True).eval()
+    images, cam, features = make_batch()
+    ids, mask = plain.encode(EXPLANATIONS + EXPLANATIONS[:1])
+    with torch.no_grad():
+        assert torch.allclose(wra(images, cam, features, ids, mask), plain(images, cam, features, ids, mask), atol=1e-6)
+    assert wra.generate(images, cam, features, max_new_tokens=6) == plain.generate(images, cam, features, max_new_tokens=6)
+    trainable = {n for n, p in wra.named_parameters() if p.requires_grad}
+    assert {"word_region.q.weight", "word_region.cell", "word_region.o.weight"} <= trainable
+
+
+def test_word_region_attention_trains_and_reaches_cam(tok):
+    head = make_head(tok, word_region_attention=True)
+    images, cam, features = make_batch()
+    cam.requires_grad_()
+    targets = EXPLANATIONS + EXPLANATIONS[:1]
+    ids, mask = head.encode(targets)
+    head(images, cam, features, ids, mask).backward()
+    assert cam.grad is not None and cam.grad.abs().sum() > 0
+
+    opt = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=3e-3)
+    head.train()
+    for _ in range(150):
+        loss = head(images, cam.detach(), features, ids, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert head.word_region.o.weight.abs().sum() > 0  # the layer took part
+    head.eval()
+    out = head.generate(images, cam.detach(), features)
+    assert any(o == t for o, t in zip(out, targets)), out
+    assert head.generate(images, cam.detach(), features) == out
+
+    weights = head.word_regions(images, cam.detach(), features, targets)
+    assert weights.shape == (4, ids.shape[1], head.cfg.prefix_grid ** 2)
+    assert torch.allclose(weights.sum(-1), torch.ones(weights.shape[:2]))
+    with pytest.raises(ValueError, match="word_region_attention is off"):
+        make_head(tok).word_regions(images, cam.detach(), features, targets)
 
 
 # ----------------------------------------------------------------- paper profile
@@ -268,6 +318,17 @@ def test_pretrained_llm_keeps_its_tokenizer_and_embeddings(tok, tmp_path, chat):
     loss.backward()
     assert torch.isfinite(loss) and cam.grad.abs().sum() > 0
     assert len(head.generate(images, cam.detach(), features, max_new_tokens=3)) == 2
+
+    # word-region attention on a loaded LLM, behind its prompt: untrained, the same loss and text
+    heads = []
+    for wra in (False, True):
+        torch.manual_seed(0)
+        heads.append(SDTGHead(dataclasses.replace(cfg, word_region_attention=wra), FEATURE_DIM, own).eval())
+    with torch.no_grad():
+        losses = [h(images, cam.detach(), features, ids, mask) for h in heads]
+    assert torch.allclose(*losses, atol=1e-6)
+    assert heads[0].generate(images, cam.detach(), features, max_new_tokens=4) == \
+        heads[1].generate(images, cam.detach(), features, max_new_tokens=4)
 
 
 def test_tiny_profile_refuses_local_paths():

@@ -480,6 +480,9 @@ class TextHeadConfig:
     # re-learn the LLM's embedding and output layers (peft modules_to_save). null: only when the
     # tokenizer is new (tiny LLM); a pretrained LLM keeps its own tokenizer and embeddings.
     train_embeddings: bool | None = None
+    # REX-style word-region attention (megl.models.word_region_attention): each token attends over
+    # the prefix grid's cells before the output layer. Off: the plain SDTG head of the paper.
+    word_region_attention: bool = False
     # tiny profile sizes (the paper profile takes its sizes from the checkpoints)
     clip_hidden: int = 64
     clip_layers: int = 2

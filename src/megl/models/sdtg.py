@@ -29,6 +29,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
 from megl.config import TextHeadConfig
+from megl.models.word_region_attention import WordRegionAttention
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -139,6 +140,8 @@ class SDTGHead(nn.Module):
         llm_hidden = llm.config.hidden_size
         self.W_I = nn.Linear(feature_dim, llm_hidden)
         self.W_A = nn.Linear(clip.config.hidden_size, llm_hidden)
+        # Built last and only when asked, so the plain head's initialisation is unchanged.
+        self.word_region = WordRegionAttention(llm_hidden, cfg.prefix_grid) if cfg.word_region_attention else None
         # Non-persistent: constants, not part of any checkpoint.
         self.register_buffer("clip_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("clip_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
@@ -198,22 +201,43 @@ class SDTGHead(nn.Module):
             parts.insert(0, self._embed(before)[None].expand(prefix.shape[0], -1, -1))
         return torch.cat(parts, dim=1)
 
+    def _sequence(self, prefix, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """The embedded prompt + prefix + tokens and its attention mask."""
+        embeds = self._with_prompt(prefix, self._embed(input_ids))
+        ones = torch.ones((embeds.shape[0], embeds.shape[1] - input_ids.shape[1]), dtype=attention_mask.dtype,
+                          device=attention_mask.device)
+        return embeds, torch.cat([ones, attention_mask], dim=1)
+
     def forward(self, images, cam, features, input_ids, attention_mask) -> torch.Tensor:
         prefix = self.prefix(images, cam, features)
-        embeds = self._with_prompt(prefix, self._embed(input_ids))
+        embeds, mask = self._sequence(prefix, input_ids, attention_mask)
         b, p = embeds.shape[0], embeds.shape[1] - input_ids.shape[1]
-        ones = torch.ones((b, p), dtype=attention_mask.dtype, device=attention_mask.device)
         # Predict the explanation and its <eos>; never the prompt, the prefix or pads.
         labels = input_ids.masked_fill(attention_mask == 0, -100)
         labels[:, : len(self.after_ids)] = -100
         labels = torch.cat([torch.full((b, p), -100, dtype=labels.dtype, device=labels.device), labels], dim=1)
-        out = self.llm(
-            inputs_embeds=embeds,
-            attention_mask=torch.cat([ones, attention_mask], dim=1),
-            labels=labels,
-            use_cache=False,
-        )
-        return out.loss
+        if self.word_region is None:
+            return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels, use_cache=False).loss
+        hidden = self._decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        logits = self.llm.get_output_embeddings()(self.word_region(hidden, prefix)[0])
+        # the LM's own loss: next-token NLL, mean over the labelled tokens, in float32
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+
+    def _decoder(self) -> nn.Module:
+        """The causal LM without its output layer (LoRA inside): hidden states after the final norm."""
+        return self.llm.get_base_model().get_decoder()
+
+    @torch.no_grad()
+    def word_regions(self, images, cam, features, texts: list[str]) -> torch.Tensor:
+        """(B, T, prefix_grid²): each token's attention over the prefix grid's cells, row-major, for
+        the tokens `encode(texts)` gives (needs text_head.word_region_attention)."""
+        if self.word_region is None:
+            raise ValueError("text_head.word_region_attention is off: this head has no word-region attention")
+        prefix = self.prefix(images, cam, features)
+        input_ids, attention_mask = self.encode(texts)
+        embeds, mask = self._sequence(prefix, input_ids, attention_mask)
+        hidden = self._decoder()(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        return self.word_region(hidden[:, -input_ids.shape[1]:], prefix)[1]
 
     @torch.no_grad()
     def generate(self, images, cam, features, max_new_tokens: int | None = None) -> list[str]:
@@ -237,9 +261,15 @@ class SDTGHead(nn.Module):
             out_ids: list[torch.Tensor] = []
             past = None
             for _ in range(max_new):
-                out = self.llm(inputs_embeds=embeds, attention_mask=mask, past_key_values=past, use_cache=True)
+                if self.word_region is None:
+                    out = self.llm(inputs_embeds=embeds, attention_mask=mask, past_key_values=past, use_cache=True)
+                    logits = out.logits[:, -1]
+                else:
+                    out = self._decoder()(inputs_embeds=embeds, attention_mask=mask, past_key_values=past, use_cache=True)
+                    mixed = self.word_region(out.last_hidden_state[:, -1:], prefix)[0]
+                    logits = self.llm.get_output_embeddings()(mixed)[:, -1]
                 past = out.past_key_values
-                nxt = out.logits[:, -1].argmax(-1)
+                nxt = logits.argmax(-1)
                 nxt = nxt.masked_fill(done, self.pad_id)
                 out_ids.append(nxt)
                 done |= nxt == self.eos_id
