@@ -9,13 +9,18 @@ if [ ! -f pipeline/env.sh ] || [ ! -f params.yaml ]; then
     echo "pipeline/env.sh: source it from the repository root (. pipeline/env.sh)" >&2
     return 1 2>/dev/null || exit 1
 fi
-MEGL_ROOT="$(pwd)"
+# this clone: a worker's flow runs enter it (the pool deployment's pull step reads $MEGL_ROOT)
+export MEGL_ROOT="$(pwd)"
 export MEGL_PREFECT_PORT="${MEGL_PREFECT_PORT:-4200}"
 export PREFECT_HOME="$MEGL_ROOT/.prefect"
-export PREFECT_API_URL="http://127.0.0.1:$MEGL_PREFECT_PORT/api"
+# a worker on another host: MEGL_PREFECT_API_URL=http://<server host>:4200/api before sourcing
+export PREFECT_API_URL="${MEGL_PREFECT_API_URL:-http://127.0.0.1:$MEGL_PREFECT_PORT/api}"
 export PREFECT_SERVER_API_HOST=127.0.0.1
 export PREFECT_SERVER_API_PORT="$MEGL_PREFECT_PORT"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
+# flow runs send a heartbeat every 30 s; one silent for 90 s (its worker host died) is marked Crashed
+# by the automation pipeline/serve.py registers, and the sweep submits its cell again
+export PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30
 # the server streams flow-run logs to `prefect deployment run ... --watch` (off by default)
 export PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED=true
 export PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED=true

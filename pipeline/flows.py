@@ -1,150 +1,249 @@
-"""Prefect flows of the project. Served by `pipeline/serve.py`; see pipeline/README.md.
+"""Prefect flows of the project: the sweep `megl/ablation` (served by pipeline/serve.py) and the
+cell it fans out, `megl-cell/pool` (run by workers of the work pool `megl`, on any host).
 
-Flow `megl` (deployment `megl/ablation`): the ablation sweep over datasets x backbones x variants x
-seeds (None = params.yaml `grid`), at most `max_parallel` runs at once (None = params `sweep`).
+Every result goes through DVC, and DVC's run-cache is what moves it between hosts:
 
-1. Data: `dvc repro saliency@<dataset> ...` for the sweep's datasets. DVC, not the data stage
-   scripts, because DVC knows whether synthesize / extract / saliency are up to date: an unchanged
-   dataset costs a second, a changed params block rebuilds exactly that dataset, and dvc.lock
-   stays true to what is on disk. Needs the repository to be a DVC repository (a clone is).
-2. One task per run: `python stages/train.py ...` then `python stages/evaluate.py ...`, the very
-   commands dvc.yaml runs, in their own processes (parallel runs cannot share a torch or MLflow
-   state; a crash stays in its task). Each process computes with params compute.threads threads,
-   as under DVC, so a run's numbers do not depend on max_parallel (more threads than cores in
-   all only runs slower).
-   A failed run is retried (params `sweep.retries`, `sweep.retry_delay_s`), then fails its task
-   only: the other runs go on.
-3. Tables: `python stages/tables.py` restricted to the sweep's runs, from whatever finished,
-   written to results/sweeps/<flow run>/tables/ (tables/ stays what `dvc repro` made).
-4. The summary (finished runs, failed runs with the tail of their output, the tables folder) is
-   logged and returned. The flow run ends Completed when every run finished, Failed (with the
-   summary as its message) when any failed.
+1. `megl/ablation` checks the request (names, params), refuses a checkout whose code differs from
+   its commit (the workers run the commit, not the checkout), opens the MLflow parent run, and
+   submits one flow run of `megl-cell/pool` per (dataset, backbone, variant, seed), at most
+   `max_parallel` at once, to the pool's work queue of this commit (`commit-<sha>`): only workers
+   started at the same commit serve it.
+2. A cell, on whichever worker takes it: a scratch git worktree of the worker's clone at the commit
+   (pipeline/scratch.py), the sweep's params.yaml with the grid set to this cell, then
+   `dvc repro --pull train@<cell> evaluate@<cell>`: the stages dvc.yaml runs, restored from the run-
+   cache when any host ran them before, else run. Then `dvc push --run-cache` puts the outputs and the
+   run-cache entries in the DVC remote. A cell that fails is retried (params `sweep.retries`), one
+   whose worker died (flow run Crashed) is submitted again, to any worker of the queue.
+3. The gather, back in `megl/ablation`: a worktree with the sweep's grid, `dvc repro --pull` of the
+   finished cells' evaluate stages, which restores each from the run-cache (it trains nothing when
+   the cells pushed), then the tables over them, written to results/sweeps/<flow run>/ with the
+   sweep's params.yaml. Nothing is written into DVC's output paths of this checkout:
+   `cp results/sweeps/<flow run>/params.yaml params.yaml && dvc repro --pull` brings the sweep into
+   the workspace from the cache, training nothing.
+4. The summary (finished and failed cells with the tail of their output, the tables folder) goes to
+   the log, the MLflow parent run and the flow run's state: Completed when every cell finished,
+   Failed with the summary otherwise.
 
-MLflow (when params `tracking.enabled`): one parent run per sweep (`sweep <flow run name>`, in the
-project's experiment), tagged with the sweep's parameters and the Prefect flow run; its id reaches
-the stage processes as $MEGL_MLFLOW_PARENT_RUN_ID, so each run's MLflow run is its child. The
-parent ends FINISHED or FAILED with runs_finished / runs_failed, summary.json and the tables.
-
-This module calls the stages; from the library it reads only params.yaml (megl.config), names runs
-with megl.layout and opens the parent run through megl.tracking (the project's only MLflow user).
+MLflow (params `tracking.enabled`): one parent run per sweep, tagged with the commit; its id and the
+tracking URI reach the cells, whose stage processes nest their runs under it (a worker's own
+$MLFLOW_TRACKING_URI wins: hosts share an MLflow server).
 """
 
-import collections
+from __future__ import annotations
+
+import hashlib
 import os
-import subprocess
+import re
+import shutil
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "src") not in sys.path:  # this checkout's library, also when run from a copy of it
-    sys.path.insert(0, str(REPO / "src"))
+for _path in (REPO / "src", REPO / "pipeline"):  # this checkout's library, also when run from a copy of it
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-from prefect import flow, get_run_logger, runtime, task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-from prefect.futures import as_completed  # noqa: E402
+from prefect import flow, get_run_logger, runtime  # noqa: E402
+from prefect.client.orchestration import get_client  # noqa: E402
+from prefect.deployments import run_deployment  # noqa: E402
 from prefect.states import Failed  # noqa: E402
-from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
+import scratch  # noqa: E402
 from megl import tracking  # noqa: E402
 from megl.config import ConfigError, GridConfig, load_params  # noqa: E402
 from megl.layout import RunKey, grid_runs  # noqa: E402
 
 PARAMS = REPO / "params.yaml"
-TAIL_LINES = 25  # of a failed stage's output, in the task's error and the summary
+POOL = "megl"
+CELL_DEPLOYMENT = "megl-cell/pool"
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+NO_WORKER_S = 180  # a queue nobody has polled for this long after a submission: no worker serves it
 
 
-class StageFailed(RuntimeError):
-    """A stage process exited non-zero; the message ends with the tail of its output."""
+class CellRefused(RuntimeError):
+    """This worker's clone is at another commit than the sweep's."""
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+class NoWorker(RuntimeError):
+    """No worker polls the sweep's work queue."""
 
 
-def stage_env(parent_run_id: Optional[str]) -> dict[str, str]:
-    """The environment of every stage process: this checkout's library and virtualenv first and
-    the sweep's MLflow parent run. No thread settings: each stage computes with params
-    compute.threads threads, as it does under DVC."""
-    env = {k: v for k, v in os.environ.items() if k != tracking.PARENT_RUN_ENV}
+def queue_name(commit: str) -> str:
+    return f"commit-{commit[:12]}"
+
+
+def stage_env(parent_run_id: Optional[str], tracking_uri: Optional[str] = None) -> dict[str, str]:
+    """The environment DVC and the stage processes run with: this checkout's venv first (stages
+    find its python through $MEGL_PYTHON, a worktree has no .venv), the MLflow store and the
+    sweep's parent run. No thread settings: each stage computes with params compute.threads threads."""
+    env = {k: v for k, v in os.environ.items() if k not in (tracking.PARENT_RUN_ENV, "DVC_ROOT", "DVC_STAGE")}
     env.update(
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
-        PYTHONPATH=os.pathsep.join(p for p in [str(REPO / "src"), env.get("PYTHONPATH", "")] if p),
-        TOKENIZERS_PARALLELISM="false", DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true",
-        PYTHONUNBUFFERED="1",
+        MEGL_PYTHON=sys.executable,
+        TOKENIZERS_PARALLELISM="false", DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true", PYTHONUNBUFFERED="1",
     )
+    env.pop("PYTHONPATH", None)  # the worktree's src/, through stages/python.sh
+    env["MLFLOW_TRACKING_URI"] = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri or tracking.tracking_uri(REPO)
     if parent_run_id:
         env[tracking.PARENT_RUN_ENV] = parent_run_id
     return env
 
 
-def run_command(cmd: list[str], env: dict[str, str], what: str) -> None:
-    """Run one command in the repository, its output streamed into the Prefect log; raise
-    StageFailed with the output's tail when it fails."""
+# --- the cell: one (dataset, backbone, variant, seed), on a worker --------------------------------------
+
+
+@flow(name="megl-cell", flow_run_name="{dataset}/{backbone}/{variant}/s{seed}", log_prints=True)
+def megl_cell(
+    commit: str,
+    params_yaml: str,
+    dataset: str,
+    backbone: str,
+    variant: str,
+    seed: int,
+    mlflow_tracking_uri: Optional[str] = None,
+    mlflow_parent_run_id: Optional[str] = None,
+) -> dict:
+    """One run of a sweep through DVC in a scratch worktree at `commit`: `dvc repro --pull` of its
+    train and evaluate stages, then `dvc push --run-cache`. Refused by a clone at another commit."""
     logger = get_run_logger()
-    logger.info("%s: %s", what, " ".join(cmd))
-    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail.append(line)
-            logger.info("%s | %s", what, line)
-    if proc.returncode != 0:
-        raise StageFailed(f"{what} exited with {proc.returncode}:\n" + "\n".join(tail))
+    here = scratch.head_commit()
+    if here != commit:
+        raise CellRefused(f"this worker's clone ({REPO}, {socket.gethostname()}) is at commit {here[:12]}, the sweep at "
+                          f"{commit[:12]}: a worker runs only its own commit (check it out and restart the worker)")
+    key = RunKey(dataset, backbone, variant, int(seed))
+    grid = {"datasets": [dataset], "backbones": [backbone], "variants": [variant], "seeds": [int(seed)]}
+    env = stage_env(mlflow_parent_run_id, mlflow_tracking_uri)
+    dvc = scratch.dvc_command()
+    started = time.monotonic()
+    with scratch.worktree(commit, scratch.narrowed_params(params_yaml, grid)) as tree:
+        out = scratch.run_logged([dvc, "repro", "--pull", key.stage("train"), key.stage("evaluate")], tree, env,
+                                 logger.info, "dvc repro")
+        scratch.run_logged([dvc, "push", "--run-cache", "--with-deps", key.stage("evaluate")], tree, env, logger.info,
+                           "dvc push")
+        test = (tree / "metrics" / key.parts / "test.json").read_bytes()
+    restored = f"Stage '{key.stage('train')}' is cached" in out
+    return {"run": key.name, "commit": commit, "host": socket.gethostname(), "clone": str(REPO),
+            "test_json_sha256": hashlib.sha256(test).hexdigest(), "restored_from_run_cache": restored,
+            "seconds": round(time.monotonic() - started, 1)}
 
 
-@task(name="data", task_run_name="data", cache_policy=NO_CACHE)
-def prepare_data(datasets: list[str], env: dict[str, str]) -> None:
-    """synthesize -> extract -> saliency for the sweep's datasets, through DVC (up-to-date = no-op)."""
-    if not (REPO / ".dvc").is_dir():
-        raise StageFailed(f"{REPO} is not a DVC repository (no .dvc/): run `dvc init` there, or clone the project")
-    dvc = Path(sys.executable).parent / "dvc"
-    run_command([str(dvc) if dvc.exists() else "dvc", "repro", *(f"saliency@{d}" for d in datasets)], env, "dvc repro")
+# --- the sweep: submit the cells, wait, gather -------------------------------------------------------------
 
 
-@task(name="run", task_run_name="{dataset}/{backbone}/{variant}/s{seed}", cache_policy=NO_CACHE)
-def train_and_evaluate(dataset: str, backbone: str, variant: str, seed: int, env: dict[str, str]) -> str:
-    """One run of the grid: the train stage, then the evaluate stage (the commands dvc.yaml runs)."""
-    args = ["--params", str(PARAMS), "--dataset", dataset, "--backbone", backbone, "--variant", variant, "--seed", str(seed)]
-    for stage in ("train", "evaluate"):
-        run_command([sys.executable, str(REPO / "stages" / f"{stage}.py"), *args], env, stage)
-    return RunKey(dataset, backbone, variant, seed).name
+def _state_text(client, flow_run) -> str:
+    """A finished cell's state message, or the tail of its logs when the message is empty."""
+    message = (flow_run.state.message or "").strip()
+    if message:
+        return message
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])), limit=200)
+    return "\n".join(log.message for log in logs[-25:]) or flow_run.state.name
 
 
-@task(name="tables", task_run_name="tables", cache_policy=NO_CACHE)
-def regenerate_tables(grid: GridConfig, out: Path, env: dict[str, str]) -> str:
-    """The paper's tables from the sweep's runs that have test metrics (stages/tables.py)."""
-    cmd = [sys.executable, str(REPO / "stages" / "tables.py"), "--params", str(PARAMS), "--out", str(out)]
-    for flag, values in (("--datasets", grid.datasets), ("--backbones", grid.backbones),
-                         ("--variants", grid.variants), ("--seeds", grid.seeds)):
-        cmd += [flag, *map(str, sorted(values))]
-    run_command(cmd, env, "tables")
-    return str(out)
-
-
-def _error_text(state) -> str:
+def _queue_polled_since(client, queue: str, since: float) -> bool:
     try:
-        exc = state.result(raise_on_failure=False)
-    except Exception as read_error:  # the result may not be retrievable; the state message is
-        return state.message or repr(read_error)
-    return str(exc) if isinstance(exc, BaseException) else (state.message or state.name)
+        found = client.read_work_queue_by_name(queue, work_pool_name=POOL)
+    except Exception:  # the queue does not exist yet: no worker ever started for this commit
+        return False
+    return found.last_polled is not None and found.last_polled.timestamp() >= since
+
+
+def run_cells(cells: list[RunKey], commit: str, params_text: str, max_parallel: int, retries: int,
+              tracking_uri: Optional[str], parent: Optional[str], logger) -> tuple[list[str], dict[str, str]]:
+    """Submit every cell to the commit's work queue (at most max_parallel in flight), resubmit a failed
+    or crashed one up to `retries` times, wait for all. Returns (finished, failed with the reason)."""
+    queue = queue_name(commit)
+    pending = list(cells)
+    attempts: dict[RunKey, int] = {}
+    in_flight: dict = {}  # flow run id -> cell
+    finished, failed = [], {}
+    with get_client(sync_client=True) as client:
+        while pending or in_flight:
+            while pending and len(in_flight) < max_parallel:
+                key = pending.pop(0)
+                attempts[key] = attempts.get(key, 0) + 1
+                flow_run = run_deployment(
+                    CELL_DEPLOYMENT, timeout=0, work_queue_name=queue, flow_run_name=key.name,
+                    parameters={"commit": commit, "params_yaml": params_text, "dataset": key.dataset,
+                                "backbone": key.backbone, "variant": key.variant, "seed": key.seed,
+                                "mlflow_tracking_uri": tracking_uri, "mlflow_parent_run_id": parent},
+                    tags=["megl", queue],
+                )
+                in_flight[flow_run.id] = (key, time.time())
+                logger.info("%s: submitted to %s/%s (attempt %d), flow run %s", key.name, POOL, queue, attempts[key], flow_run.id)
+            time.sleep(2)
+            for run_id, (key, submitted) in list(in_flight.items()):
+                flow_run = client.read_flow_run(run_id)
+                state = flow_run.state.type.value
+                if state not in TERMINAL:
+                    if state in ("SCHEDULED", "PENDING") and time.time() - submitted > NO_WORKER_S \
+                            and not _queue_polled_since(client, queue, submitted):
+                        raise NoWorker(f"no worker polls work queue {queue!r} of pool {POOL!r}: start one at commit "
+                                       f"{commit[:12]} (`make prefect-worker`, README \"Running on several machines\")")
+                    continue
+                del in_flight[run_id]
+                if state == "COMPLETED":
+                    finished.append(key.name)
+                    logger.info("%s: finished", key.name)
+                    continue
+                reason = f"{flow_run.state.name}: {_state_text(client, flow_run)}"
+                if attempts[key] <= retries and "CellRefused" not in reason:
+                    logger.info("%s: %s; submitting it again", key.name, reason.splitlines()[0])
+                    pending.append(key)
+                else:
+                    failed[key.name] = reason
+                    logger.info("%s: FAILED\n%s", key.name, reason)
+    order = [k.name for k in cells]
+    return sorted(finished, key=order.index), {k: failed[k] for k in order if k in failed}
+
+
+def gather(grid: GridConfig, finished: list[RunKey], commit: str, params_text: str, out: Path, env: dict[str, str],
+           logger) -> list[str]:
+    """The sweep's tables from DVC alone: a worktree with the sweep's grid, `dvc repro --pull` of the
+    finished cells' evaluate stages (each restored from the run-cache: the cells pushed them), then
+    stages/tables.py over them into `out`/tables, beside the sweep's params.yaml. Returns the train /
+    evaluate stages DVC had to run instead of restoring (none when every cell pushed)."""
+    sweep_grid = {"datasets": list(grid.datasets), "backbones": list(grid.backbones), "variants": list(grid.variants),
+                  "seeds": list(grid.seeds)}
+    params = scratch.narrowed_params(params_text, sweep_grid)
+    tmp = out.with_name(out.name + ".incoming")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with scratch.worktree(commit, params) as tree:
+        text = scratch.run_logged([scratch.dvc_command(), "repro", "--pull", *(k.stage("evaluate") for k in finished)],
+                                  tree, env, logger.info, "gather")
+        cmd = ["sh", "stages/python.sh", "stages/tables.py", "--out", str(tmp / "tables")]
+        for flag, values in sweep_grid.items():
+            cmd += [f"--{flag}", *map(str, values)]
+        scratch.run_logged(cmd, tree, env, logger.info, "tables")
+    (tmp / "params.yaml").write_text(scratch.with_grid(params_text, sweep_grid))  # comments kept, all datasets
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return re.findall(r"Running stage '((?:train|evaluate)@[^']+)'", text)
 
 
 def _summary_text(summary: dict) -> str:
-    lines = [f"sweep {summary['flow_run']}: {len(summary['finished'])} of {summary['runs_total']} runs finished"]
+    lines = [f"sweep {summary['flow_run']} at commit {summary['commit'][:12]}: "
+             f"{len(summary['finished'])} of {summary['runs_total']} runs finished"]
     lines += [f"  finished: {name}" for name in summary["finished"]]
     for name, error in summary["failed"].items():
         lines.append(f"  FAILED: {name}")
         lines += [f"    {line}" for line in error.splitlines()[-10:]]
-    lines.append(f"  tables: {summary['tables'] or 'not built: ' + summary.get('tables_error', '')}")
+    if summary.get("recomputed_by_gather"):
+        lines.append(f"  recomputed by the gather (not in the run-cache): {', '.join(summary['recomputed_by_gather'])}")
+    if summary["tables"]:
+        lines.append(f"  tables: {summary['tables']}/tables")
+        lines.append(f"  into this workspace, from DVC's cache: cp {summary['tables']}/params.yaml params.yaml && dvc repro --pull")
+    else:
+        lines.append(f"  tables: not built: {summary.get('tables_error', '')}")
     return "\n".join(lines)
 
 
-@flow(name="megl", task_runner=ThreadPoolTaskRunner(max_workers=64), log_prints=True)
+@flow(name="megl", log_prints=True)
 def megl_sweep(
     datasets: Optional[list[str]] = None,
     backbones: Optional[list[str]] = None,
@@ -152,68 +251,49 @@ def megl_sweep(
     seeds: Optional[list[int]] = None,
     max_parallel: Optional[int] = None,
 ):
-    """The ablation sweep: every (dataset, backbone, variant, seed) trained and evaluated by the
-    stage scripts, then the tables. None takes params.yaml (`grid`, `sweep.max_parallel`)."""
+    """The ablation sweep: every (dataset, backbone, variant, seed) as a flow run of megl-cell/pool
+    on the work pool, then the tables. None takes params.yaml (`grid`, `sweep.max_parallel`)."""
     logger = get_run_logger()
     params = load_params(PARAMS)
     grid = params.select_grid(datasets, backbones, variants, seeds)  # ConfigError naming what is wrong
     max_parallel = params.sweep.max_parallel if max_parallel is None else int(max_parallel)
     if max_parallel < 1:
         raise ConfigError(f"max_parallel must be >= 1, got {max_parallel}")
+    changed = scratch.uncommitted_code(REPO)
+    if changed:
+        raise ConfigError(f"{REPO} has code changes that are not committed ({', '.join(changed[:8])}): the workers run "
+                          "the commit, so commit them (or stash them) and run the sweep again")
+    commit = scratch.head_commit(REPO)
+    params_text = PARAMS.read_text()
     cells = grid_runs(grid.datasets, grid.backbones, grid.variants, grid.seeds)
     sweep = {"datasets": list(grid.datasets), "backbones": list(grid.backbones), "variants": list(grid.variants),
-             "seeds": list(grid.seeds),
-             "max_parallel": max_parallel, "retries": params.sweep.retries, "retry_delay_s": params.sweep.retry_delay_s}
+             "seeds": list(grid.seeds), "max_parallel": max_parallel, "retries": params.sweep.retries, "commit": commit}
     run_label = runtime.flow_run.name or "local"
-    out = REPO / "results" / "sweeps" / f"{run_label}-{str(runtime.flow_run.id or '')[:8]}".rstrip("-") / "tables"
-    logger.info("sweep of %d runs, at most %d at once, %d retries: %s", len(cells), max_parallel, params.sweep.retries, sweep)
-    if max_parallel * params.compute.threads > _cores():
-        logger.info("%d runs x compute.threads %d > %d cores: runs share cores (slower, same numbers)",
-                    max_parallel, params.compute.threads, _cores())
+    out = REPO / "results" / "sweeps" / f"{run_label}-{str(runtime.flow_run.id or '')[:8]}".rstrip("-")
+    logger.info("sweep of %d runs at commit %s, at most %d at once on pool %r, queue %r: %s", len(cells), commit[:12],
+                max_parallel, POOL, queue_name(commit), sweep)
 
-    parent = None
+    parent = uri = None
     if params.tracking.enabled:
+        uri = tracking.tracking_uri(params.root)
         tags = {f"sweep.{k}": ",".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in sweep.items()}
         tags |= {"kind": "sweep", "prefect.flow_run_id": str(runtime.flow_run.id), "prefect.flow_run_name": run_label,
-                 "prefect.deployment": str(runtime.deployment.name or "")}
+                 "prefect.deployment": str(runtime.deployment.name or ""), "mlflow.source.git.commit": commit}
         parent = tracking.start_sweep(params.root, params.tracking.experiment, f"sweep {run_label}", tags, sweep)
-        logger.info("MLflow parent run %s in experiment %r", parent, params.tracking.experiment)
+        logger.info("MLflow parent run %s in experiment %r (%s)", parent, params.tracking.experiment, uri)
 
     started = time.monotonic()
-    summary = {"flow_run": run_label, "runs_total": len(cells), "finished": [], "failed": {}, "tables": None}
+    summary = {"flow_run": run_label, "commit": commit, "runs_total": len(cells), "finished": [], "failed": {},
+               "tables": None}
     try:
-        env = stage_env(parent)
-        data = prepare_data.with_options(retries=params.sweep.retries, retry_delay_seconds=params.sweep.retry_delay_s)(
-            list(grid.datasets), env, return_state=True
-        )
-        if not data.is_completed():
-            error = _error_text(data)
-            summary["failed"] = {key.name: f"data not prepared: {error}" for key in cells}
-            summary["tables_error"] = "no runs (data stages failed)"
+        finished, failed = run_cells(cells, commit, params_text, max_parallel, params.sweep.retries, uri, parent, logger)
+        summary |= {"finished": finished, "failed": failed}
+        if finished:
+            done = [key for key in cells if key.name in finished]
+            summary["recomputed_by_gather"] = gather(grid, done, commit, params_text, out, stage_env(None, uri), logger)
+            summary["tables"] = str(out.relative_to(REPO))
         else:
-            run = train_and_evaluate.with_options(retries=params.sweep.retries, retry_delay_seconds=params.sweep.retry_delay_s)
-            futures, pending, running = {}, list(cells), []
-            while pending or running:  # a sliding window of max_parallel runs
-                while pending and len(running) < max_parallel:
-                    key = pending.pop(0)
-                    futures[key] = run.submit(key.dataset, key.backbone, key.variant, key.seed, env)
-                    running.append(futures[key])
-                running.remove(next(as_completed(running)))
-            for key, future in futures.items():
-                future.wait()  # the run's final state as the engine returned it (the API's may lag)
-                state = future.state
-                if state.is_completed():
-                    summary["finished"].append(key.name)
-                else:
-                    summary["failed"][key.name] = _error_text(state)
-            if summary["finished"]:
-                tables = regenerate_tables(grid, out, env, return_state=True)
-                if tables.is_completed():
-                    summary["tables"] = str(out.relative_to(REPO))
-                else:
-                    summary["tables_error"] = _error_text(tables)
-            else:
-                summary["tables_error"] = "no run finished"
+            summary["tables_error"] = "no run finished"
     except BaseException as exc:
         summary["error"] = f"{type(exc).__name__}: {exc}"
         raise
@@ -224,7 +304,7 @@ def megl_sweep(
                 params.root, parent, ok,
                 {"runs_total": len(cells), "runs_finished": len(summary["finished"]), "runs_failed": len(summary["failed"]),
                  "duration_s": time.monotonic() - started},
-                summary, {"tables": out} if summary["tables"] else {},
+                summary, {"tables": out / "tables"} if summary["tables"] else {},
             )
     text = _summary_text(summary)
     logger.info(text)

@@ -5,12 +5,14 @@ Under <kind>/<d>/<b>/<v>/s<seed>/ (megl.layout), reading models/...:
   plots/.../{per_class_f1,confusion}.json, results/.../
 --seed (default: params train.seed) picks the run and seeds the evaluation; it must be the seed
 the model was trained with (its config.json says which).
+Run by hand for a run dvc.yaml declares, it ends with `dvc commit` of its stage (megl.dvc_commit).
 """
 
 import argparse
 import json
 import sys
 
+from megl.dvc_commit import record_by_hand_run
 from megl.layout import run_layout
 from megl.run_cli import add_run_arguments, resolve_run
 
@@ -42,6 +44,7 @@ def main() -> None:
     except (FileNotFoundError, TimeoutError, DataError) as exc:
         sys.exit(f"evaluate: {exc}")
     print(json.dumps(metrics))
+    record_by_hand_run(params.root, args.params, key.stage("evaluate"))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ metrics/<d>/<b>/<v>/s<seed>/train.json, plots/<d>/<b>/<v>/s<seed>/history.json (
 --seed (default: params train.seed) becomes params.train.seed for the whole run, so the exported
 config.json and the tracked params carry it.
 Multi-process: accelerate launch --config_file configs/accelerate/<name>.yaml stages/train.py ...
+Run by hand for a run dvc.yaml declares, it ends with `dvc commit` of its stage (megl.dvc_commit).
 """
 
 import argparse
@@ -11,6 +12,7 @@ import sys
 
 from megl.config import ConfigError
 from megl.data.records import DataError
+from megl.dvc_commit import record_by_hand_run
 from megl.run_cli import add_run_arguments, resolve_run
 from megl.train import RunPaths, train
 
@@ -27,6 +29,8 @@ def main() -> None:
               resume=args.resume, max_steps=args.max_steps)
     except (ConfigError, DataError, FloatingPointError) as exc:
         sys.exit(f"train: {exc}")
+    if args.max_steps is None:  # a smoke run is not what dvc.yaml's command makes: never recorded as it
+        record_by_hand_run(params.root, args.params, key.stage("train"))
 
 
 if __name__ == "__main__":

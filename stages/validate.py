@@ -25,7 +25,9 @@ def main() -> None:
         params = load_params(args.params)
         check_pipeline(params, args.params)
     except ConfigError as exc:
-        sys.exit(f"validate: {exc}\nvalidate: nothing else ran; every output of the previous run is in place")
+        # what this stage knows: it runs first and stopped the run; it has not looked at the outputs
+        sys.exit(f"validate: {exc}\nvalidate: no other stage ran, so no output was touched by this run "
+                 "(`dvc status` compares the workspace with dvc.lock)")
     write_bytes(params.root / OUT, b"params.yaml passed stages/validate.py\n")
     print(f"validate: {args.params} is valid for the whole pipeline")
 

@@ -127,7 +127,7 @@ def test_stage_refuses_a_model_trained_with_another_seed(trained, repo):
 
 def test_evaluation_lands_in_the_run_that_trained_the_model(small_params, monkeypatch, tmp_path):
     """Two training runs share a name (same dataset/backbone/variant/seed, other params): evaluating
-    the older model adds its metrics to the older run, which its mlflow_run.json names; the newer
+    the older model adds its metrics to the older run, tagged with that model's digest; the newer
     run is untouched (it used to get them as "the newest run with these tags")."""
     import dataclasses
 

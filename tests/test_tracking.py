@@ -27,12 +27,26 @@ def store(tmp_path_factory):
         yield root, MlflowClient(uri)
 
 
-def train_run(root, experiment, seed=0):
+def train_run(root, experiment, seed=0, digest="d0"):
     with tracking.start_run(True, root, experiment, tracking.run_name("object_me", "resnet18", "megl", seed),
                             {"train": {"seed": seed}}, tracking.run_tags("object_me", "resnet18", "megl", seed)) as run:
         run.log_step(1, {"loss": 1.0})
         run.log_image(np.zeros((4, 4, 3), np.uint8), "cam_gallery.png")
+        run.set_tags({tracking.MODEL_DIGEST_TAG: digest})
     return run.run_id
+
+
+def test_model_digest_names_files_and_bytes(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "model.bin").write_bytes(b"weights")
+    (tmp_path / "a" / "config.json").write_text("{}")
+    first = tracking.model_digest(tmp_path / "a")
+    assert first == tracking.model_digest(tmp_path / "a") and len(first) == 64
+    (tmp_path / "a" / "config.json").write_text("{ }")
+    assert tracking.model_digest(tmp_path / "a") != first
+    (tmp_path / "a" / "config.json").write_text("{}")
+    (tmp_path / "a" / "config.json").rename(tmp_path / "a" / "other.json")  # same bytes, another name
+    assert tracking.model_digest(tmp_path / "a") != first
 
 
 def test_names_and_tags():
@@ -54,37 +68,37 @@ def test_one_experiment_with_artifacts_next_to_the_database(store):
 
 def test_sweep_parent_children_and_evaluation(store, monkeypatch, tmp_path):
     root, client = store
-    top_level = train_run(root, "exp-b")  # as `dvc repro` makes it
+    top_level = train_run(root, "exp-b", digest="d-top")  # as `dvc repro` makes it
     parent = tracking.start_sweep(root, "exp-b", "sweep test", {"kind": "sweep"}, {"variants": ["megl"], "max_parallel": 2})
     monkeypatch.setenv(tracking.PARENT_RUN_ENV, parent)
-    child = train_run(root, "exp-b")
-    other_seed = train_run(root, "exp-b", seed=1)
+    child = train_run(root, "exp-b", digest="d-child")
+    other_seed = train_run(root, "exp-b", seed=1, digest="d-child")
     assert client.get_run(child).data.tags[tracking.PARENT_TAG] == parent
     assert client.get_run(other_seed).info.run_name == "object_me/resnet18/megl/s1"
 
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "gallery.html").write_text("<p>")
     name = tracking.run_name("object_me", "resnet18", "megl", 0)
-    # evaluation goes to the run the model names (its mlflow_run.json), not "the newest with these tags"
-    assert tracking.log_to_training_run(root, "exp-b", name, TAGS, child, {"test/accuracy": 0.5}, tmp_path / "eval",
+    # evaluation goes to the run that exported this model (its digest), not "the newest with these tags"
+    assert tracking.log_to_training_run(root, "exp-b", name, TAGS, "d-child", {"test/accuracy": 0.5}, tmp_path / "eval",
                                         "evaluation") == (child, True)
     assert client.get_run(child).data.metrics["test/accuracy"] == 0.5
     assert client.get_run(child).info.status == "FINISHED"
     assert "test/accuracy" not in client.get_run(other_seed).data.metrics
     monkeypatch.delenv(tracking.PARENT_RUN_ENV)
-    assert tracking.log_to_training_run(root, "exp-b", name, TAGS, top_level, {"test/accuracy": 0.25}, tmp_path / "eval",
+    assert tracking.log_to_training_run(root, "exp-b", name, TAGS, "d-top", {"test/accuracy": 0.25}, tmp_path / "eval",
                                         "evaluation") == (top_level, True)
     assert client.get_run(top_level).data.metrics["test/accuracy"] == 0.25
     assert client.get_run(child).data.metrics["test/accuracy"] == 0.5
     assert {a.path for a in client.list_artifacts(top_level, "evaluation")} == {"evaluation/gallery.html"}
-    # a model whose run is not in this store (tracking was off, another store): a run of its own, saying so
-    for trained_in in ("0123456789abcdef0123456789abcdef", None):
-        run_id, found = tracking.log_to_training_run(root, "exp-b", name, TAGS, trained_in, {"test/accuracy": 0.1},
-                                                     tmp_path / "eval", "evaluation")
-        run = client.get_run(run_id)
-        assert not found and run_id not in (child, top_level) and run.info.run_name == name
-        assert run.data.tags[tracking.TRAINED_IN_TAG].startswith(trained_in or "unknown")
-        assert run.data.metrics["test/accuracy"] == 0.1 and run.info.status == "FINISHED"
+    # a model no run of this store exported (tracking was off, another store): a run of its own, saying so
+    run_id, found = tracking.log_to_training_run(root, "exp-b", name, TAGS, "d-elsewhere", {"test/accuracy": 0.1},
+                                                 tmp_path / "eval", "evaluation")
+    run = client.get_run(run_id)
+    assert not found and run_id not in (child, top_level) and run.info.run_name == name
+    assert run.data.tags[tracking.TRAINED_IN_TAG].startswith("unknown")
+    assert run.data.tags[tracking.MODEL_DIGEST_TAG] == "d-elsewhere"
+    assert run.data.metrics["test/accuracy"] == 0.1 and run.info.status == "FINISHED"
 
     (tmp_path / "tables").mkdir()
     (tmp_path / "tables" / "table2.md").write_text("| x |\n")

@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from megl import tracking
 from megl.layout import RunKey, run_layout
 from megl.train import RunPaths, train
 
@@ -101,8 +102,7 @@ def test_a_run_that_dies_keeps_the_previous_outputs(small_params, monkeypatch, t
     params = dataclasses.replace(small_params, tracking=dataclasses.replace(small_params.tracking, enabled=True))
     p = paths(small_params.root, "resnet18", "baseline", "_dies")
     train(params, "object_me", "resnet18", "baseline", p)
-    outputs = [p.model_dir / "model.safetensors", p.model_dir / "config.json", p.model_dir / "mlflow_run.json",
-               p.metrics_file, p.history_file]
+    outputs = [p.model_dir / "model.safetensors", p.model_dir / "config.json", p.metrics_file, p.history_file]
     before = {f: f.read_bytes() for f in outputs}
     steps_per_epoch = json.loads(p.metrics_file.read_text())["steps"] // small_params.train.epochs
 
@@ -203,9 +203,10 @@ def test_run_is_tracked_in_mlflow(small_params, monkeypatch, tmp_path):
     table = json.loads(open(client.download_artifacts(run.info.run_id, "explanations.json", str(tmp_path))).read())
     assert set(table["columns"]) >= {"sample", "label", "predicted", "references", "generated"}
     assert len(table["data"]) == small_params.tracking.gallery_samples
-    # the exported model names its run: evaluation logs there (never "the newest run with these tags")
-    record = json.loads((paths(small_params.root, "resnet18", "megl", "_tracked").model_dir / "mlflow_run.json").read_text())
-    assert record == {"run_id": run.info.run_id, "experiment": "megl"}
+    # the run carries the exported model's digest (evaluation finds it by that); the folder holds no run id
+    model_dir = paths(small_params.root, "resnet18", "megl", "_tracked").model_dir
+    assert run.data.tags["megl.model_sha256"] == tracking.model_digest(model_dir)
+    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "model.safetensors", "tokenizer"]
 
 
 @pytest.mark.slow

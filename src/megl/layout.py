@@ -52,6 +52,11 @@ class RunKey:
         """Readable id, e.g. `object_me/resnet18/megl/s0`."""
         return self.parts.as_posix()
 
+    def stage(self, kind: str) -> str:
+        """The DVC stage that makes this run's `kind` (train | evaluate) outputs, as dvc.yaml's matrix
+        names it: `train@object_me-resnet18-megl-0`."""
+        return f"{kind}@{self.dataset}-{self.backbone}-{self.variant}-{self.seed}"
+
 
 @dataclasses.dataclass(frozen=True)
 class RunLayout:

@@ -1,9 +1,11 @@
 """The only MLflow user. One experiment for the project (`tracking.experiment`, default `megl`).
 
 - A trained model is one run, named `<dataset>/<backbone>/<variant>/s<seed>` and tagged with
-  dataset, backbone, variant and seed. Training writes the run's id next to the exported model
-  (`mlflow_run.json`), and evaluation appends its metrics and gallery to exactly that run; a model
-  whose run is not in this store (trained with tracking off, or elsewhere) gets a run of its own.
+  dataset, backbone, variant and seed, and with the digest of the exported model folder
+  (MODEL_DIGEST_TAG). Evaluation appends its metrics and gallery to the run whose tag matches the
+  model it evaluates; a model whose run is not in this store (trained with tracking off, or
+  elsewhere) gets a run of its own. The model folder holds no run id: the same params give the same
+  bytes, so DVC's lock, cache and run-cache agree across runs, clones and hosts.
 - A run stopped by Ctrl-C or SIGTERM ends KILLED; one killed outright (SIGKILL, power loss) is
   closed as KILLED by the next run of the same name. `--resume` continues the checkpoint's run.
 - A Prefect sweep (pipeline/flows.py) is one parent run (`start_sweep` / `finish_sweep`); it hands
@@ -39,8 +41,19 @@ PARENT_RUN_ENV = "MEGL_MLFLOW_PARENT_RUN_ID"
 PARENT_TAG = "mlflow.parentRunId"  # what MLflow (and its UI) nests runs by
 # The UI opens an experiment of this kind on its runs table (MLflow 3 defaults to the GenAI views).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-RUN_FILE = "mlflow_run.json"  # next to an exported model: the training run's id, for evaluation
-TRAINED_IN_TAG = "megl.trained_in_run"  # on an evaluation's own run: the training run it could not find
+MODEL_DIGEST_TAG = "megl.model_sha256"  # on a training run: model_digest() of the folder it exported
+TRAINED_IN_TAG = "megl.trained_in_run"  # on an evaluation's own run: why it has no training run
+
+
+def model_digest(folder: Path) -> str:
+    """sha256 over the folder's files (relative path and content): what identifies an exported model."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
 
 
 def tracking_uri(root: Path) -> str:
@@ -143,6 +156,7 @@ class NullTracker:
     def log_image(self, image: np.ndarray, name: str) -> None: ...
     def log_table(self, table: dict[str, list], name: str) -> None: ...
     def log_artifacts(self, folder: Path, path: str) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
 
     def __enter__(self):
@@ -234,6 +248,10 @@ class MlflowTracker(NullTracker):
         self._mlflow.log_artifacts(str(folder), artifact_path=path)
 
     @deferred_signals()
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._mlflow.set_tags(tags)
+
+    @deferred_signals()
     def finish(self, status: str = "FINISHED") -> None:
         self._flush()
         self._mlflow.end_run(status=status)
@@ -246,42 +264,39 @@ def start_run(enabled: bool, root: Path, experiment: str, run_name: str, params:
     return MlflowTracker(root, experiment, run_name, params, tags, resume_run_id) if enabled else NullTracker()
 
 
-def run_record(run_id: str | None, experiment: str) -> dict:
-    """What training writes next to the model (RUN_FILE) for evaluation to find its run."""
-    return {"run_id": run_id, "experiment": experiment}
+def training_run(client, experiment_id: str, run_name: str, digest: str) -> str | None:
+    """The newest run of this name that exported the model with this digest, or None."""
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.runName` = '{run_name}' and tags.`{MODEL_DIGEST_TAG}` = '{digest}'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    return found[0].info.run_id if found else None
 
 
 @deferred_signals()
 def log_to_training_run(
-    root: Path, experiment: str, run_name: str, tags: dict[str, str], trained_in: str | None,
+    root: Path, experiment: str, run_name: str, tags: dict[str, str], digest: str,
     metrics: dict[str, float], folder: Path, artifact_path: str,
 ) -> tuple[str, bool]:
-    """Append evaluation's metrics and artifacts to the run that trained the model (`trained_in`,
-    read from the model's RUN_FILE). When that run is not in this store (the model was trained with
-    tracking off, or with another store, or came from DVC's cache), the evaluation gets a run of
-    its own with the same name and tags, tagged with the training run's id. Returns (run id,
-    whether it is the training run)."""
+    """Append evaluation's metrics and artifacts to the run that trained the model (the run tagged
+    with its digest). When no such run is in this store (the model was trained with tracking off,
+    or with another store), the evaluation gets a run of its own with the same name and tags, saying
+    so. Returns (run id, whether it is the training run)."""
     import mlflow
 
     client = _client(root)
     exp_id = experiment_id(root, experiment)
-    found = False
-    if trained_in:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            found = client.get_run(trained_in).info.experiment_id == exp_id
-        except MlflowException:
-            found = False
-    if found:
+    trained_in = training_run(client, exp_id, run_name, digest)
+    if trained_in is not None:
         run = mlflow.start_run(run_id=trained_in)
     else:
-        extra = {TRAINED_IN_TAG: trained_in or "unknown (trained with tracking off)"}
+        extra = {TRAINED_IN_TAG: "unknown: no run in this store exported this model (tracking off, or another store)",
+                 MODEL_DIGEST_TAG: digest}
         run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags | extra, parent_run_id=parent_run_id())
     with run:
         mlflow.log_metrics(metrics)
         mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
-    return run.info.run_id, found
+    return run.info.run_id, trained_in is not None
 
 
 # --- the sweep's parent run (pipeline/flows.py) ------------------------------------------------------

@@ -32,7 +32,7 @@ from megl.evaluate.classification import NO_CLASS
 from megl.layout import RunKey, run_layout
 from megl.models.backbones import BackboneConfig, backbone_family, build_classifier
 from megl.models.megl import MEGL
-from megl.tracking import RUN_FILE, run_name, run_record, run_tags, start_run
+from megl.tracking import MODEL_DIGEST_TAG, model_digest, run_name, run_tags, start_run
 from megl.visualize import overlay_grid
 
 StepLogger = Callable[[int, dict[str, float]], None]
@@ -260,11 +260,13 @@ def train(
         }
         if accelerator.is_main_process:
             # the run has finished: its outputs replace the previous run's, the model folder first
-            publish(best_dir, paths.model_dir, run_record(tracker.run_id, params.tracking.experiment))
+            publish(best_dir, paths.model_dir)
             write_json(paths.metrics_file, summary)
             if paths.history_file is not None:
                 write_json(paths.history_file, state["history"])
             if params.tracking.enabled:
+                # evaluation finds this run by the model's digest (the folder holds no run id)
+                tracker.set_tags({MODEL_DIGEST_TAG: model_digest(paths.model_dir)})
                 best = load_file(paths.model_dir / "model.safetensors")
                 if isinstance(core, MEGL):
                     core.load_state_dict(best, strict=False)
@@ -358,12 +360,11 @@ def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict) -> None
     accelerator.wait_for_everyone()
 
 
-def publish(best: Path, model_dir: Path, record: dict) -> None:
-    """The best export, with the MLflow run that trained it (RUN_FILE: evaluation logs there),
-    swapped in for the model folder in one rename."""
+def publish(best: Path, model_dir: Path) -> None:
+    """The best export, swapped in for the model folder in one rename. Nothing run-specific goes
+    in (no MLflow run id): the same params give the same bytes, which DVC's cache relies on."""
     with atomic_dir(model_dir) as tmp:
         shutil.copytree(best, tmp, dirs_exist_ok=True)
-        write_json(tmp / RUN_FILE, record)
 
 
 def export(core: MEGL, tokenizer, params: Params, dataset, backbone, variant, classes, epoch, out: Path) -> None:

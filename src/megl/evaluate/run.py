@@ -341,24 +341,23 @@ def _gallery_html(path: Path, grid: np.ndarray, rows: pd.DataFrame) -> None:
 
 
 def log_to_run(params: Params, dataset, backbone, variant, metrics: dict, efficiency: dict, paths: EvalPaths) -> None:
-    """Add the test metrics and the gallery to the MLflow run that trained this model (its id is in
-    the model folder), or to a run of their own when that run is not in this store."""
+    """Add the test metrics and the gallery to the MLflow run that trained this model (the run
+    tagged with the model folder's digest), or to a run of their own when that run is not in this
+    store."""
     if not params.tracking.enabled:
         return
-    from megl.tracking import RUN_FILE, log_to_training_run, run_name, run_tags
+    from megl.tracking import log_to_training_run, model_digest, run_name, run_tags
 
     numbers = {
         f"test/{k}": float(v) for k, v in (metrics | efficiency).items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"  # seed: a tag
     }
-    record_file = paths.model_dir / RUN_FILE
-    trained_in = json.loads(record_file.read_text()).get("run_id") if record_file.is_file() else None
     seed = params.train.seed
     run_id, found = log_to_training_run(
         params.root, params.tracking.experiment, run_name(dataset, backbone, variant, seed),
-        run_tags(dataset, backbone, variant, seed), trained_in, numbers, paths.results_dir, "evaluation",
+        run_tags(dataset, backbone, variant, seed), model_digest(paths.model_dir), numbers, paths.results_dir, "evaluation",
     )
     if not found:
-        print(f"evaluate: the training run {trained_in or '(none recorded)'} is not in this MLflow store; "
-              f"evaluation logged to a run of its own, {run_id}")
+        print(f"evaluate: no run in this MLflow store exported this model (trained with tracking off, or with "
+              f"another store); evaluation logged to a run of its own, {run_id}")
 

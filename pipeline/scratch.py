@@ -1,0 +1,179 @@
+"""A scratch workspace for one sweep cell (or one gather): a git worktree of this clone at the sweep's
+commit, with the sweep's params.yaml, where DVC runs the stages.
+
+Why a worktree and not this clone's own workspace: the clone may be a user's checkout (one machine:
+the worker runs beside the person working), and parallel cells need separate workspaces (DVC locks
+one). The worktree shares this clone's DVC cache (`cache.dir`) and default remote, so a cell restores
+data and runs from the cache and run-cache when they are there (`dvc repro --pull`), and what it
+makes is in the cache and, after `dvc push`, in the remote for every other host. Its folder lives
+under .dvc/tmp/cells/ (ignored by git and DVC) and is removed when the cell ends; a cell killed
+outright leaves one behind, which the next cell on this clone removes (its owner pid is dead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+REPO = Path(__file__).resolve().parents[1]
+CELLS = Path(".dvc") / "tmp" / "cells"
+OWNER = ".megl-owner-pid"
+
+Log = Callable[[str], None]
+
+
+class ScratchError(RuntimeError):
+    """A command of the scratch workspace failed; the message ends with the tail of its output."""
+
+
+def dvc_command() -> str:
+    beside = Path(sys.executable).with_name("dvc")  # the venv's dvc, activated or not
+    return str(beside) if beside.is_file() else "dvc"
+
+
+def git(clone: Path, *args: str) -> str:
+    out = subprocess.run(["git", "-C", str(clone), *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise ScratchError(f"git {' '.join(args)} in {clone}: {out.stderr.strip()}")
+    return out.stdout.strip()
+
+
+def head_commit(clone: Path = REPO) -> str:
+    return git(clone, "rev-parse", "HEAD")
+
+
+# Tracked files a sweep may differ in from its commit: the params it passes along, and the outputs
+# DVC writes. Anything else modified (code, dvc.yaml, configs) would not reach the workers.
+NOT_CODE = ("params.yaml", "dvc.lock", "metrics/", "plots/", "tables/")
+
+
+def uncommitted_code(clone: Path = REPO) -> list[str]:
+    """Tracked files modified against HEAD, and untracked files in the code folders, that are not
+    params or DVC outputs: what a sweep at HEAD would silently leave out."""
+    status = git(clone, "status", "--porcelain", "--untracked-files=all", "--", ".", ":!*.egg-info")
+    changed = []
+    for line in status.splitlines():
+        path = line[3:].split(" -> ")[-1]
+        untracked = line.startswith("??")
+        if path.startswith(NOT_CODE) or (untracked and not path.startswith(("src/", "stages/", "pipeline/", "configs/", "dvc.yaml"))):
+            continue
+        changed.append(path)
+    return changed
+
+
+def _round_trip():
+    from ruamel.yaml import YAML  # what DVC edits params.yaml with (`dvc exp run -S`): comments stay
+
+    yaml_rt = YAML()
+    yaml_rt.preserve_quotes = True
+    yaml_rt.width = 4096
+    yaml_rt.indent(mapping=2, sequence=4, offset=2)  # params.yaml's own style
+    yaml_rt.representer.add_representer(type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    return yaml_rt
+
+
+def _dump(yaml_rt, params) -> str:
+    import io
+
+    buf = io.StringIO()
+    yaml_rt.dump(params, buf)
+    return buf.getvalue()
+
+
+def with_grid(params_text: str, grid: dict[str, list]) -> str:
+    """The params with `grid` set, every comment and other block as it was."""
+    from ruamel.yaml.comments import CommentedSeq
+
+    yaml_rt = _round_trip()
+    params = yaml_rt.load(params_text)
+    for key, values in grid.items():
+        seq = CommentedSeq(values)
+        seq.fa.set_flow_style()  # `seeds: [0, 1]`, as params.yaml writes a grid
+        params["grid"][key] = seq
+    return _dump(yaml_rt, params)
+
+
+def narrowed_params(params_text: str, grid: dict[str, list]) -> str:
+    """The params with `grid` set, and only the grid's datasets (and the sources they read): DVC then
+    declares and builds exactly those stages. The train and evaluate stages read neither `grid` nor
+    the dropped blocks, so their run-cache keys are those of the full params."""
+    yaml_rt = _round_trip()
+    params = yaml_rt.load(with_grid(params_text, grid))
+    keep = set(params["grid"]["datasets"])
+    for name in [k for k in params["datasets"] if k not in keep]:
+        del params["datasets"][name]
+    raw_dirs = {v["raw_dir"] for v in params["datasets"].values()}
+    for block in ("synthetic", "decoys"):
+        for name in [k for k, v in (params.get(block) or {}).items() if v["out_dir"] not in raw_dirs]:
+            del params[block][name]
+    return _dump(yaml_rt, params)
+
+
+def _remove_dead(clone: Path) -> None:
+    """Worktrees of cells killed outright (their owner process is gone)."""
+    folder = clone / CELLS
+    for tree in folder.glob("*") if folder.is_dir() else []:
+        try:
+            pid = int((tree / OWNER).read_text())
+            os.kill(pid, 0)
+            continue  # still running
+        except (OSError, ValueError):
+            pass
+        shutil.rmtree(tree, ignore_errors=True)
+    subprocess.run(["git", "-C", str(clone), "worktree", "prune"], capture_output=True)
+
+
+def _dvc_config(clone: Path, tree: Path) -> None:
+    """The worktree uses the clone's cache and the clone's remotes (its config.local holds a URL set
+    with `dvc remote modify --local`, and credentials); a local remote's relative URL is resolved
+    against the clone, not the worktree."""
+    local = clone / ".dvc" / "config.local"
+    if local.is_file():
+        shutil.copy(local, tree / ".dvc" / "config.local")
+    dvc = dvc_command()
+    run = lambda *args, cwd: subprocess.run([dvc, *args], cwd=cwd, capture_output=True, text=True,  # noqa: E731
+                                            env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    cache = run("cache", "dir", cwd=clone).stdout.strip()
+    run("cache", "dir", "--local", cache, cwd=tree)
+    for line in run("remote", "list", cwd=clone).stdout.splitlines():
+        name, url = line.split()[:2]
+        if "://" not in url:  # a local folder: absolute, as the clone resolves it
+            run("remote", "modify", "--local", name, "url", str(Path(url).resolve()), cwd=tree)
+
+
+@contextlib.contextmanager
+def worktree(commit: str, params_text: str, clone: Path = REPO) -> Iterator[Path]:
+    """A worktree of `clone` at `commit` holding `params_text` as params.yaml; removed afterwards."""
+    _remove_dead(clone)
+    tree = clone / CELLS / uuid.uuid4().hex[:12]
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    git(clone, "worktree", "add", "--detach", "--force", str(tree), commit)
+    try:
+        (tree / OWNER).write_text(str(os.getpid()))
+        (tree / "params.yaml").write_text(params_text)
+        _dvc_config(clone, tree)
+        yield tree
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+        subprocess.run(["git", "-C", str(clone), "worktree", "prune"], capture_output=True)
+
+
+def run_logged(cmd: list[str], cwd: Path, env: dict[str, str], log: Log, what: str, tail_lines: int = 25) -> str:
+    """Run a command, each output line to `log`; return its output, or raise ScratchError with the tail."""
+    log(f"{what}: {' '.join(cmd)}")
+    lines: list[str] = []
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace") as proc:
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            log(f"{what} | {line.rstrip()}")
+    if proc.returncode != 0:
+        raise ScratchError(f"{what} exited with {proc.returncode}:\n" + "\n".join(lines[-tail_lines:]))
+    return "\n".join(lines)
