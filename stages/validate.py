@@ -26,7 +26,7 @@ def main() -> None:
         check_pipeline(params, args.params)
     except ConfigError as exc:
         # what this stage knows: it runs first and stopped the run; it has not looked at the outputs
-        sys.exit(f"validate: {exc}\nvalidate: no other stage ran, so no output was touched by this run "
+        sys.exit(f"validate: {exc}\nvalidate: stopped the run before any other stage ran "
                  "(`dvc status` compares the workspace with dvc.lock)")
     write_bytes(params.root / OUT, b"params.yaml passed stages/validate.py\n")
     print(f"validate: {args.params} is valid for the whole pipeline")

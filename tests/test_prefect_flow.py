@@ -1,18 +1,21 @@
 """The ablation sweep through Prefect, for real: a server on loopback, `pipeline/serve.py` serving the
-project's deployments, `prefect deployment run megl/ablation --watch` on a tiny grid (the
-`ablation_sweep` fixture, tests/sweep_support.py), then a second run in which one variant fails."""
+sweep with a worker of the pool `megl` in the same clone, `prefect deployment run megl/ablation
+--watch` on a tiny grid (the `ablation_sweep` fixture, tests/sweep_support.py), then a second run in
+which one variant fails. Each cell is a flow run of megl-cell/pool that runs its stages through DVC
+in a worktree; the workspace's own outputs are never written."""
 
 import json
-import subprocess
 import os
+import shutil
+import subprocess
 import sys
 
 import pytest
 import yaml
 
-from sweep_support import GRID, VENV_BIN
+from sweep_support import SWEEP, VENV_BIN, digest, git
 
-RUNS = [f"object_me/resnet18/{v}/s0" for v in GRID["variants"]]
+RUNS = [f"object_me/resnet18/{v}/s1" for v in SWEEP["variants"]]
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +40,35 @@ def test_serve_offers_megl_ablation_with_the_sweep_parameters(pipeline_modules):
     assert not schema.required  # every parameter defaults to params.yaml
 
 
+def test_the_cell_deployment_runs_in_the_workers_own_clone(pipeline_modules):
+    """megl-cell/pool's pull step is resolved on the worker ($MEGL_ROOT: its clone), never the path of
+    the host that registered it."""
+    flows, serve = pipeline_modules
+    spec = serve.cell_deployment_spec()
+    assert (spec["name"], spec["work_pool_name"], spec["entrypoint"]) == ("pool", "megl", "pipeline/flows.py:megl_cell")
+    assert spec["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $MEGL_ROOT }}"}}]
+    assert set(spec["parameter_openapi_schema"]["properties"]) == {
+        "commit", "params_yaml", "dataset", "backbone", "variant", "seed", "mlflow_tracking_uri", "mlflow_parent_run_id"}
+    assert flows.queue_name("0123456789abcdef0123") == "commit-0123456789ab"
+
+
 def test_stage_processes_get_the_parent_run_and_no_thread_share(pipeline_modules, repo, monkeypatch):
     """The thread count is params compute.threads in every stage process, as under DVC: the sweep
-    must not hand out shares of the cores (that changed the numbers with max_parallel)."""
+    must not hand out shares of the cores (that changed the numbers with max_parallel). The stages
+    run this venv's python ($MEGL_PYTHON: a worktree has no .venv) and log to the sweep's store."""
     flows, _ = pipeline_modules
     monkeypatch.setenv("MEGL_MLFLOW_PARENT_RUN_ID", "stale")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    env = flows.stage_env("parent-id")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    env = flows.stage_env("parent-id", "sqlite:////controller/mlflow.db")
     assert env["MEGL_MLFLOW_PARENT_RUN_ID"] == "parent-id"
-    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(repo / "src")
+    assert env["MEGL_PYTHON"] == sys.executable and "PYTHONPATH" not in env
     assert env["PATH"].split(os.pathsep)[0] == str(os.path.dirname(sys.executable))
+    assert env["MLFLOW_TRACKING_URI"] == "sqlite:////controller/mlflow.db"
     assert not {"OMP_NUM_THREADS", "MKL_NUM_THREADS"} & set(env)
     assert "MEGL_MLFLOW_PARENT_RUN_ID" not in flows.stage_env(None)  # no sweep run: top-level runs
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")  # the worker's own (a shared server) wins
+    assert flows.stage_env(None, "sqlite:////controller/mlflow.db")["MLFLOW_TRACKING_URI"] == "http://mlflow.example:5000"
 
 
 def mlflow_client(sweep):
@@ -69,29 +89,33 @@ def test_served_deployment_runs_the_sweep(ablation_sweep):
     sweep = ablation_sweep
     run = sweep.flow_run(sweep.flow_run_id)
     assert run["state"]["type"] == "COMPLETED", run["state"]
-    assert run["parameters"] == {**GRID, "max_parallel": 2}
+    assert run["parameters"] == {**SWEEP, "max_parallel": 2}
     assert "Completed" in sweep.cli_output
 
-    tasks = {t["name"]: t for t in sweep.task_runs(sweep.flow_run_id)}
-    assert set(tasks) == {"data", "tables", *RUNS}, sorted(tasks)
-    assert all(t["state_type"] == "COMPLETED" for t in tasks.values())
+    # one megl-cell flow run per run of the grid, on the pool's queue of this commit
+    commit = git(sweep.work, "rev-parse", "HEAD").strip()
+    cells = sweep.cell_runs(sweep.flow_run_id)
+    assert sorted(c["name"] for c in cells) == RUNS
+    assert all(c["state_type"] == "COMPLETED" and c["work_queue_name"] == f"commit-{commit[:12]}" for c in cells)
+    assert all(c["parameters"]["commit"] == commit for c in cells)
 
-    # the stages' outputs, for the sweep's runs only (data: only the sweep's dataset was built)
+    # the workspace's own outputs are untouched; the sweep's tables and params are in results/sweeps/
     work = sweep.work
-    for name in RUNS:
-        test = json.loads((work / "metrics" / name / "test.json").read_text())
-        assert 0 <= test["accuracy"] <= 1 and test["seed"] == 0
-        assert (work / "metrics" / name / "train.json").is_file()
-        assert (work / "models" / name / "model.safetensors").is_file()
-    assert (work / "data/object_me/saliency").is_dir() and not (work / "data/action_me").exists()
-    (tables,) = (work / "results" / "sweeps").glob("*/tables")
-    assert "| ResNet18 (tiny) | MEGL |" in (tables / "table2.md").read_text()
+    assert digest(work) == sweep.before
+    assert git(work, "status", "--porcelain") == ""  # dvc.lock, metrics, params: as committed
+    (out,) = (work / "results" / "sweeps").iterdir()
+    assert "| ResNet18 (tiny) | MEGL |" in (out / "tables" / "table2.md").read_text()
+    assert yaml.safe_load((out / "params.yaml").read_text())["grid"]["seeds"] == [1]
+    assert not list((work / ".dvc" / "tmp" / "cells").iterdir())  # the worktrees are gone
+    # the cells pushed their results and run-cache to the DVC remote
+    assert (work / "dvc-remote" / "files").is_dir() and (work / "dvc-remote" / "runs").is_dir()
 
     # MLflow: one parent run for the sweep, a finished child per run, evaluation inside the child
     client = mlflow_client(sweep)
     parent, children = parent_of(client, sweep.flow_run_id)
     assert parent.info.status == "FINISHED" and parent.info.run_name == f"sweep {run['name']}"
     assert parent.data.tags["sweep.variants"] == "baseline,megl" and parent.data.tags["prefect.deployment"] == "ablation"
+    assert parent.data.tags["mlflow.source.git.commit"] == commit
     assert parent.data.metrics["runs_finished"] == 2 and parent.data.metrics["runs_failed"] == 0
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"summary.json", "tables"} <= parent_files
@@ -99,17 +123,18 @@ def test_served_deployment_runs_the_sweep(ablation_sweep):
     for name, child in children.items():
         d, b, v, s = name.split("/")
         assert child.info.status == "FINISHED"
-        assert child.data.tags.items() >= {"dataset": d, "backbone": b, "variant": v, "seed": "0"}.items()
+        assert child.data.tags.items() >= {"dataset": d, "backbone": b, "variant": v, "seed": "1"}.items()
         assert 0 <= child.data.metrics["test/accuracy"] <= 1 and "val_accuracy" in child.data.metrics
         files = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"cam_gallery.png", "explanations.json", "evaluation", "model"} <= files
 
 
 @pytest.mark.slow
-def test_a_failed_variant_fails_its_task_not_the_others(ablation_sweep):
+def test_a_failed_variant_fails_its_cell_not_the_others(ablation_sweep):
     """Java gets no time on purpose (text variants fail in evaluation, baseline has no text metrics):
-    the failed run is retried (params sweep.retries), the other run completes, the tables are built
-    from it, and the flow run ends Failed with the summary."""
+    the failed cell is submitted again (params sweep.retries), the other completes, the tables are
+    built from it, and the flow run ends Failed with the summary. The params are the checkout's, not
+    committed: the sweep passes them to its cells."""
     sweep = ablation_sweep
     params_file = sweep.work / "params.yaml"
     original = params_file.read_text()
@@ -118,53 +143,64 @@ def test_a_failed_variant_fails_its_task_not_the_others(ablation_sweep):
     params["sweep"].update(retries=1, retry_delay_s=0)
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        out, run_id = sweep.run_deployment({**GRID, "variants": ["baseline", "text"], "seeds": [1]})
+        out, run_id = sweep.run_deployment({**SWEEP, "variants": ["baseline", "text"], "seeds": [2]})
     finally:
         params_file.write_text(original)
     assert out.returncode == 1, out.stdout + out.stderr
     run = sweep.flow_run(run_id)
     assert run["state"]["type"] == "FAILED"
     message = run["state"]["message"]
-    assert "1 of 2 runs finished" in message and "FAILED: object_me/resnet18/text/s1" in message
+    assert "1 of 2 runs finished" in message and "FAILED: object_me/resnet18/text/s2" in message
     assert "did not finish within 0.001 s" in message  # the tail of the failed stage's output
 
-    tasks = {t["name"]: t for t in sweep.task_runs(run_id)}
-    assert tasks["object_me/resnet18/baseline/s1"]["state_type"] == "COMPLETED"
-    failed = tasks["object_me/resnet18/text/s1"]
-    assert failed["state_type"] == "FAILED" and failed["run_count"] == 2  # one retry
-    assert tasks["tables"]["state_type"] == "COMPLETED"
-    assert (sweep.work / "metrics/object_me/resnet18/baseline/s1/test.json").is_file()
-    assert not (sweep.work / "metrics/object_me/resnet18/text/s1/test.json").exists()
+    cells = sweep.cell_runs(run_id)
+    states = sorted((c["name"], c["state_type"]) for c in cells)
+    assert states == [("object_me/resnet18/baseline/s2", "COMPLETED"), ("object_me/resnet18/text/s2", "FAILED"),
+                      ("object_me/resnet18/text/s2", "FAILED")]  # submitted again once
+    (tables,) = (sweep.work / "results" / "sweeps").glob(f"*-{run_id[:8]}/tables")
+    assert "| ResNet18 (tiny) | - |" in (tables / "table2.md").read_text()
+    assert digest(sweep.work) == sweep.before
 
     client = mlflow_client(sweep)
     parent, children = parent_of(client, run_id)
     assert parent.info.status == "FAILED"
     assert parent.data.metrics["runs_finished"] == 1 and parent.data.metrics["runs_failed"] == 1
     summary = json.loads(open(client.download_artifacts(parent.info.run_id, "summary.json", str(sweep.work))).read())
-    assert summary["finished"] == ["object_me/resnet18/baseline/s1"] and list(summary["failed"]) == ["object_me/resnet18/text/s1"]
-    assert children["object_me/resnet18/baseline/s1"].info.status == "FINISHED"
-    assert "test/accuracy" in children["object_me/resnet18/baseline/s1"].data.metrics
+    assert summary["finished"] == ["object_me/resnet18/baseline/s2"] and list(summary["failed"]) == ["object_me/resnet18/text/s2"]
+    assert children["object_me/resnet18/baseline/s2"].info.status == "FINISHED"
+    assert "test/accuracy" in children["object_me/resnet18/baseline/s2"].data.metrics
 
 
 @pytest.mark.slow
-def test_dvc_the_sweep_and_a_stage_by_hand_give_the_same_bytes(ablation_sweep, tmp_path):
-    """The sweep ran 2 runs at once (max_parallel 2) on this 2-core machine; `dvc repro` and the
-    stage scripts by hand with OMP_NUM_THREADS=1 in the environment retrain the same run: the
-    metrics are byte-identical, because every stage computes with params compute.threads threads."""
+def test_the_sweep_into_the_workspace_from_the_cache_and_a_local_repro_give_the_same_bytes(ablation_sweep, tmp_path):
+    """The sweep's cells ran in worktrees, 2 at once on this 2-core machine. Its saved params.yaml
+    + `dvc repro --pull` bring it into the workspace from DVC's cache, training nothing; a fresh clone
+    with an empty cache and no remote retrains the same runs with `dvc repro` and OMP_NUM_THREADS=1:
+    the metrics are byte-identical, because every stage computes with params compute.threads threads."""
     sweep = ablation_sweep
     work = sweep.work
-    name = "object_me/resnet18/megl/s0"  # every loss term, and the text metrics
-    files = [work / "metrics" / name / f for f in ("train.json", "test.json")]
-    swept = {p: p.read_bytes() for p in files}
-    env = {k: v for k, v in sweep.env.items() if k != "MEGL_MLFLOW_PARENT_RUN_ID"}
-    env |= {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    out = subprocess.run([str(VENV_BIN / "dvc"), "repro", "evaluate@object_me-resnet18-megl-0"], cwd=work, env=env,
-                         capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "Running stage 'train@object_me-resnet18-megl-0'" in out.stdout  # DVC retrained it (its lock had no such run)
-    assert {p: p.read_bytes() for p in files} == swept
-    for stage in ("train", "evaluate"):
-        cmd = [sys.executable, f"stages/{stage}.py", "--dataset", "object_me", "--backbone", "resnet18", "--variant", "megl"]
-        out = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=900)
-        assert out.returncode == 0, out.stderr[-3000:]
-    assert {p: p.read_bytes() for p in files} == swept
+    (out,) = (work / "results" / "sweeps").glob(f"*-{sweep.flow_run_id[:8]}")
+    shutil.copy(out / "params.yaml", work / "params.yaml")
+    try:
+        restored = sweep.dvc("repro", "--pull")
+        assert "Running stage 'train@" not in restored.stdout and "Running stage 'evaluate@" not in restored.stdout
+        files = [f"metrics/{name}/{f}" for name in RUNS for f in ("train.json", "test.json")]
+        swept = {f: (work / f).read_bytes() for f in files}
+
+        clone = tmp_path / "clone"
+        git(tmp_path, "clone", "-q", str(work), str(clone))
+        shutil.copy(out / "params.yaml", clone / "params.yaml")
+        env = {k: v for k, v in sweep.env.items() if k != "MEGL_MLFLOW_PARENT_RUN_ID"}
+        env |= {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        subprocess.run([str(VENV_BIN / "dvc"), "remote", "remove", "storage"], cwd=clone, env=env, check=True,
+                       capture_output=True)
+        for name in RUNS:
+            d, b, v, s = name.split("/")
+            stage = f"evaluate@{d}-{b}-{v}-{s[1:]}"
+            local = subprocess.run([str(VENV_BIN / "dvc"), "repro", stage], cwd=clone, env=env, capture_output=True,
+                                   text=True, timeout=900)
+            assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
+            assert f"Running stage 'train@{d}-{b}-{v}-{s[1:]}'" in local.stdout  # trained here, from scratch
+        assert {f: (clone / f).read_bytes() for f in files} == swept
+    finally:
+        sweep.restore_workspace()
