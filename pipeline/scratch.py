@@ -57,10 +57,18 @@ NOT_CODE = ("params.yaml", "dvc.lock", "metrics/", "plots/", "tables/")
 def uncommitted_code(clone: Path = REPO) -> list[str]:
     """Tracked files modified against HEAD, and untracked files in the code folders, that are not
     params or DVC outputs: what a sweep at HEAD would silently leave out."""
-    status = git(clone, "status", "--porcelain", "--untracked-files=all", "--", ".", ":!*.egg-info")
+    out = subprocess.run(["git", "-C", str(clone), "status", "--porcelain", "-z", "--untracked-files=all"],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise ScratchError(f"git status in {clone}: {out.stderr.strip()}")
+    entries = iter(out.stdout.split("\0"))
     changed = []
-    for line in status.splitlines():
-        path = line[3:].split(" -> ")[-1]
+    for line in entries:
+        if not line:
+            continue
+        if line[0] in "RC":
+            next(entries, None)  # -z puts a rename's old path in an entry of its own
+        path = line[3:]
         untracked = line.startswith("??")
         if path.startswith(NOT_CODE) or (untracked and not path.startswith(("src/", "stages/", "pipeline/", "configs/", "dvc.yaml"))):
             continue
@@ -133,19 +141,20 @@ def _remove_dead(clone: Path) -> None:
 def _dvc_config(clone: Path, tree: Path) -> None:
     """The worktree uses the clone's cache and the clone's remotes (its config.local holds a URL set
     with `dvc remote modify --local`, and credentials); a local remote's relative URL is resolved
-    against the clone, not the worktree."""
+    against the clone, not the worktree. DVC's own config API: it resolves the URLs as DVC does."""
+    from dvc.repo import Repo
+
     local = clone / ".dvc" / "config.local"
     if local.is_file():
         shutil.copy(local, tree / ".dvc" / "config.local")
-    dvc = dvc_command()
-    run = lambda *args, cwd: subprocess.run([dvc, *args], cwd=cwd, capture_output=True, text=True,  # noqa: E731
-                                            env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-    cache = run("cache", "dir", cwd=clone).stdout.strip()
-    run("cache", "dir", "--local", cache, cwd=tree)
-    for line in run("remote", "list", cwd=clone).stdout.splitlines():
-        name, url = line.split()[:2]
-        if "://" not in url:  # a local folder: absolute, as the clone resolves it
-            run("remote", "modify", "--local", name, "url", str(Path(url).resolve()), cwd=tree)
+    with Repo(str(clone)) as repo:
+        cache = repo.cache.local_cache_dir
+        remotes = {name: conf["url"] for name, conf in repo.config["remote"].items()}
+    with Repo(str(tree)) as repo, repo.config.edit("local") as conf:
+        conf["cache"]["dir"] = cache
+        for name, url in remotes.items():
+            if "://" not in url:  # a local folder: absolute, as the clone resolves it
+                conf["remote"].setdefault(name, {})["url"] = url
 
 
 @contextlib.contextmanager
