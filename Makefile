@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv weights browser fashion-mnist run decoy-run pretrained-run test test-fast lock mlflow-ui prefect-server prefect-serve prefect-worker
+.PHONY: venv weights browser fashion-mnist postgresql run decoy-run pretrained-run test test-fast lock mlflow-ui \
+	prefect-server prefect-serve prefect-worker shared-db shared-prefect-server shared-mlflow-server
 
 venv: $(STAMP)
 
@@ -71,7 +72,16 @@ browser:
 	    $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; \
 	fi
 
-test: venv browser fashion-mnist
+# The scale-out test runs PostgreSQL behind the shared servers: Debian's server package, installed
+# (as root, or through sudo) unless present.
+postgresql:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	    if [ "$$(id -u)" -eq 0 ]; then as_root=""; else as_root="sudo -n"; fi; \
+	    $$as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; \
+	fi
+
+test: venv browser fashion-mnist postgresql
 	$(BIN)/python -m pytest
 
 test-fast: venv
@@ -101,6 +111,25 @@ SLOTS ?= 1
 prefect-worker: venv
 	. pipeline/env.sh && exec $(BIN)/prefect worker start --pool megl --type process \
 		--work-queue "commit-$$(git rev-parse HEAD | cut -c1-12)" --limit $(SLOTS)
+
+# Shared servers for several hosts (README "Running on several machines"): PostgreSQL (Debian's package)
+# with its data in .postgres/, and on it the Prefect API and the MLflow tracking server (artifacts in
+# mlflow-artifacts/, proxied by the server: hosts need only its URL). Loopback unless HOST is set to
+# an address the other hosts reach (HOST=0.0.0.0).
+PG_PORT ?= 5433
+HOST ?= 127.0.0.1
+pg_url = $$($(BIN)/python pipeline/postgres.py urls --port $(PG_PORT) | awk '$$1 == "$(1)" {print $$2}')
+shared-db: venv postgresql
+	$(BIN)/python pipeline/postgres.py start --dir .postgres --port $(PG_PORT)
+
+shared-prefect-server: shared-db
+	. pipeline/env.sh && PREFECT_API_DATABASE_CONNECTION_URL="$(call pg_url,prefect)" \
+		$(BIN)/prefect server start --host $(HOST) --port "$$MEGL_PREFECT_PORT"
+
+shared-mlflow-server: shared-db
+	MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server \
+		--backend-store-uri "$(call pg_url,mlflow)" --serve-artifacts --artifacts-destination $(abspath mlflow-artifacts) \
+		--host $(HOST) --port $(MLFLOW_PORT) --workers 1
 
 # Re-resolve requirements.in into requirements.lock in a throw-away venv.
 lock:

@@ -61,6 +61,7 @@ POOL = "megl"
 CELL_DEPLOYMENT = "megl-cell/pool"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 NO_WORKER_S = 180  # a queue nobody has polled for this long after a submission: no worker serves it
+MAX_CRASHES = 3  # a cell whose worker died is submitted again this often, on top of sweep.retries
 
 
 class CellRefused(RuntimeError):
@@ -69,6 +70,10 @@ class CellRefused(RuntimeError):
 
 class NoWorker(RuntimeError):
     """No worker polls the sweep's work queue."""
+
+
+class CellSuperseded(RuntimeError):
+    """This attempt finished after its sweep had given it up (marked Crashed) and taken another."""
 
 
 def queue_name(commit: str) -> str:
@@ -108,14 +113,15 @@ def megl_cell(
 ) -> dict:
     """One run of a sweep through DVC in a scratch worktree at `commit`: `dvc repro --pull` of its
     train and evaluate stages, then `dvc push --run-cache`. Refused by a clone at another commit."""
-    logger = get_run_logger()
     here = scratch.head_commit()
     if here != commit:
         raise CellRefused(f"this worker's clone ({REPO}, {socket.gethostname()}) is at commit {here[:12]}, the sweep at "
                           f"{commit[:12]}: a worker runs only its own commit (check it out and restart the worker)")
+    logger = get_run_logger()
     key = RunKey(dataset, backbone, variant, int(seed))
     grid = {"datasets": [dataset], "backbones": [backbone], "variants": [variant], "seeds": [int(seed)]}
     env = stage_env(mlflow_parent_run_id, mlflow_tracking_uri)
+    env[tracking.CELL_ENV] = str(runtime.flow_run.id)
     dvc = scratch.dvc_command()
     started = time.monotonic()
     with scratch.worktree(commit, scratch.narrowed_params(params_yaml, grid)) as tree:
@@ -124,10 +130,30 @@ def megl_cell(
         scratch.run_logged([dvc, "push", "--run-cache", "--with-deps", key.stage("evaluate")], tree, env, logger.info,
                            "dvc push")
         test = (tree / "metrics" / key.parts / "test.json").read_bytes()
+    _check_not_superseded(env, params_yaml)
     restored = f"Stage '{key.stage('train')}' is cached" in out
     return {"run": key.name, "commit": commit, "host": socket.gethostname(), "clone": str(REPO),
             "test_json_sha256": hashlib.sha256(test).hexdigest(), "restored_from_run_cache": restored,
             "seconds": round(time.monotonic() - started, 1)}
+
+
+def _check_not_superseded(env: dict[str, str], params_yaml: str) -> None:
+    """A sweep publishes each cell once. If this flow run is no longer Running (the zombie automation
+    marked it Crashed and the sweep submitted the cell again), its MLflow runs are deleted; what it
+    pushed to DVC is content-addressed, the same bytes the other attempt pushes."""
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(runtime.flow_run.id).state
+    if state is None or state.is_running():
+        return
+    import yaml
+
+    tracked = yaml.safe_load(params_yaml).get("tracking", {})
+    dropped = []
+    if tracked.get("enabled"):
+        os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
+        dropped = tracking.drop_cell_runs(REPO, tracked.get("experiment", "megl"), str(runtime.flow_run.id))
+    raise CellSuperseded(f"this attempt was given up by its sweep ({state.name}) before it finished; another attempt "
+                         f"of the cell publishes it (its MLflow runs {dropped} deleted)")
 
 
 # --- the sweep: submit the cells, wait, gather -------------------------------------------------------------
@@ -153,19 +179,21 @@ def _queue_polled_since(client, queue: str, since: float) -> bool:
 
 
 def run_cells(cells: list[RunKey], commit: str, params_text: str, max_parallel: int, retries: int,
-              tracking_uri: Optional[str], parent: Optional[str], logger) -> tuple[list[str], dict[str, str]]:
-    """Submit every cell to the commit's work queue (at most max_parallel in flight), resubmit a failed
-    or crashed one up to `retries` times, wait for all. Returns (finished, failed with the reason)."""
+              tracking_uri: Optional[str], parent: Optional[str], logger) -> tuple[dict[str, str], dict[str, str]]:
+    """Submit every cell to the commit's work queue (at most max_parallel in flight) and wait for all.
+    A failed cell is submitted again up to `retries` times; a crashed one (its worker died) up to
+    MAX_CRASHES times more, to whichever worker polls first. Returns (finished: run name -> the
+    flow run the sweep takes, failed: run name -> reason), in the grid's order."""
     queue = queue_name(commit)
     pending = list(cells)
-    attempts: dict[RunKey, int] = {}
-    in_flight: dict = {}  # flow run id -> cell
-    finished, failed = [], {}
+    failures: dict[RunKey, int] = {}
+    crashes: dict[RunKey, int] = {}
+    in_flight: dict = {}  # flow run id -> (cell, submitted at)
+    finished, failed = {}, {}
     with get_client(sync_client=True) as client:
         while pending or in_flight:
             while pending and len(in_flight) < max_parallel:
                 key = pending.pop(0)
-                attempts[key] = attempts.get(key, 0) + 1
                 flow_run = run_deployment(
                     CELL_DEPLOYMENT, timeout=0, work_queue_name=queue, flow_run_name=key.name,
                     parameters={"commit": commit, "params_yaml": params_text, "dataset": key.dataset,
@@ -174,7 +202,7 @@ def run_cells(cells: list[RunKey], commit: str, params_text: str, max_parallel: 
                     tags=["megl", queue],
                 )
                 in_flight[flow_run.id] = (key, time.time())
-                logger.info("%s: submitted to %s/%s (attempt %d), flow run %s", key.name, POOL, queue, attempts[key], flow_run.id)
+                logger.info("%s: submitted to %s/%s, flow run %s", key.name, POOL, queue, flow_run.id)
             time.sleep(2)
             for run_id, (key, submitted) in list(in_flight.items()):
                 flow_run = client.read_flow_run(run_id)
@@ -187,18 +215,20 @@ def run_cells(cells: list[RunKey], commit: str, params_text: str, max_parallel: 
                     continue
                 del in_flight[run_id]
                 if state == "COMPLETED":
-                    finished.append(key.name)
-                    logger.info("%s: finished", key.name)
+                    finished[key.name] = str(run_id)
+                    logger.info("%s: finished (flow run %s)", key.name, run_id)
                     continue
                 reason = f"{flow_run.state.name}: {_state_text(client, flow_run)}"
-                if attempts[key] <= retries and "CellRefused" not in reason:
+                counter, bound = (crashes, MAX_CRASHES) if state == "CRASHED" else (failures, retries)
+                counter[key] = counter.get(key, 0) + 1
+                if state != "CANCELLED" and counter[key] <= bound:
                     logger.info("%s: %s; submitting it again", key.name, reason.splitlines()[0])
                     pending.append(key)
                 else:
                     failed[key.name] = reason
                     logger.info("%s: FAILED\n%s", key.name, reason)
     order = [k.name for k in cells]
-    return sorted(finished, key=order.index), {k: failed[k] for k in order if k in failed}
+    return ({k: finished[k] for k in order if k in finished}, {k: failed[k] for k in order if k in failed})
 
 
 def gather(grid: GridConfig, finished: list[RunKey], commit: str, params_text: str, out: Path, env: dict[str, str],
@@ -286,12 +316,14 @@ def megl_sweep(
     summary = {"flow_run": run_label, "commit": commit, "runs_total": len(cells), "finished": [], "failed": {},
                "tables": None}
     try:
-        finished, failed = run_cells(cells, commit, params_text, max_parallel, params.sweep.retries, uri, parent, logger)
-        summary |= {"finished": finished, "failed": failed}
-        if finished:
-            done = [key for key in cells if key.name in finished]
+        accepted, failed = run_cells(cells, commit, params_text, max_parallel, params.sweep.retries, uri, parent, logger)
+        summary |= {"finished": list(accepted), "failed": failed, "cell_flow_runs": accepted}
+        if accepted:
+            done = [key for key in cells if key.name in accepted]
             summary["recomputed_by_gather"] = gather(grid, done, commit, params_text, out, stage_env(None, uri), logger)
             summary["tables"] = str(out.relative_to(REPO))
+            if parent is not None:  # each run once: another attempt's runs (a crashed cell that finished) go
+                summary["mlflow_runs_dropped"] = tracking.drop_superseded(params.root, parent, accepted)
         else:
             summary["tables_error"] = "no run finished"
     except BaseException as exc:

@@ -40,6 +40,7 @@ def _defaults() -> None:
     os.environ.setdefault("PREFECT_API_URL", f"http://127.0.0.1:{os.environ.get('MEGL_PREFECT_PORT', '4200')}/api")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_S))
+    os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", "5")
     os.environ.setdefault("MEGL_ROOT", str(REPO))
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -6,7 +6,7 @@ through stages/python.sh and $DVC_ROOT):
 - `dvc exp run --queue` + `dvc queue start` (a temporary copy of the project; its MLflow runs land
   in the project's store) and `dvc exp apply`;
 - a params error stops in the validate stage with every earlier output in place; a stage that fails
-  while running leaves its previous outputs in place too.
+  while running loses nothing: DVC removed its outputs, `dvc checkout` and the run-cache bring them back.
 """
 
 import hashlib
@@ -168,12 +168,14 @@ def test_params_error_keeps_every_output(project, change, message):
     assert message in out.stderr and "stopped the run before any other stage ran" in out.stderr
     assert digest(work) == before
     run("git", "checkout", "--", "params.yaml")
-    assert ran(dvc("repro").stdout) == {"validate"}  # its mark is back, with the same content: nothing else runs
+    assert ran(dvc("repro").stdout) == set()  # its mark stayed (persist), params as locked: nothing runs
 
 
-def test_a_stage_failing_while_running_keeps_its_previous_outputs(project):
+def test_a_stage_failing_while_running_loses_nothing(project):
     """Valid params that fail only when the stage runs (the CAM grid does not match the backbone's):
-    DVC does not delete persist outputs, and the stage replaces them only on success."""
+    DVC removed the stage's outputs before running it; the model comes back from the cache with
+    `dvc checkout`, and the whole stage from the run-cache with `dvc repro` at the old params (no
+    training)."""
     work, run, dvc = project
     before = digest(work)
     params = yaml.safe_load((work / "params.yaml").read_text())
@@ -182,6 +184,11 @@ def test_a_stage_failing_while_running_keeps_its_previous_outputs(project):
     out = dvc("exp", "run", TRAIN, ok=False)
     assert out.returncode != 0 and f"Running stage '{TRAIN}'" in out.stdout
     assert "backbones.resnet18.grid is 16 but resnet18 (tiny) gives a 8x8 CAM" in out.stderr
-    assert digest(work) == before
+    assert not (work / "models/object_me/resnet18/baseline/s0").exists()
+    dvc("checkout", "models/object_me/resnet18/baseline/s0")
+    assert {k: v for k, v in digest(work).items() if k.startswith("models/")} == \
+        {k: v for k, v in before.items() if k.startswith("models/")}
     run("git", "checkout", "--", "params.yaml")
-    assert ran(dvc("repro").stdout) == {"validate"}
+    out = dvc("repro")
+    assert ran(out.stdout) == {"validate"} and f"Stage '{TRAIN}' is cached - skipping run" in out.stdout
+    assert digest(work) == before

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from sweep_support import GRID, free_port, http_json, stop, wait_for
+from sweep_support import SWEEP, free_port, http_json, stop, wait_for
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-RUNS = [f"object_me/resnet18/{v}/s0" for v in GRID["variants"]]
+RUNS = [f"object_me/resnet18/{v}/s1" for v in SWEEP["variants"]]
 
 
 @pytest.fixture(scope="module")

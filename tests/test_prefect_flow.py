@@ -52,6 +52,14 @@ def test_the_cell_deployment_runs_in_the_workers_own_clone(pipeline_modules):
     assert flows.queue_name("0123456789abcdef0123") == "commit-0123456789ab"
 
 
+def test_a_worker_at_another_commit_refuses_a_cell(pipeline_modules):
+    """The queue of a commit reaches only workers started at it; a cell that reaches a clone at another
+    commit anyway (its checkout moved) is refused before anything runs: no mixed code in one table."""
+    flows, _ = pipeline_modules
+    with pytest.raises(flows.CellRefused, match="a worker runs only its own commit"):
+        flows.megl_cell.fn("0" * 40, "", "object_me", "resnet18", "baseline", 0)
+
+
 def test_stage_processes_get_the_parent_run_and_no_thread_share(pipeline_modules, repo, monkeypatch):
     """The thread count is params compute.threads in every stage process, as under DVC: the sweep
     must not hand out shares of the cores (that changed the numbers with max_parallel). The stages

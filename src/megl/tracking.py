@@ -38,6 +38,8 @@ from megl.interrupts import deferred_signals
 from megl.layout import RunKey
 
 PARENT_RUN_ENV = "MEGL_MLFLOW_PARENT_RUN_ID"
+CELL_ENV = "MEGL_CELL_FLOW_RUN_ID"  # set by a sweep's cell (pipeline/flows.py): its Prefect flow run
+CELL_TAG = "prefect.cell_flow_run_id"  # on every run a cell's stages start: which attempt made it
 PARENT_TAG = "mlflow.parentRunId"  # what MLflow (and its UI) nests runs by
 # The UI opens an experiment of this kind on its runs table (MLflow 3 defaults to the GenAI views).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -72,6 +74,11 @@ def run_tags(dataset: str, backbone: str, variant: str, seed: int) -> dict[str, 
 
 def parent_run_id() -> str | None:
     return os.environ.get(PARENT_RUN_ENV) or None
+
+
+def _cell_tags() -> dict[str, str]:
+    cell = os.environ.get(CELL_ENV)
+    return {CELL_TAG: cell} if cell else {}
 
 
 def _flatten(prefix: str, value, out: dict) -> dict:
@@ -203,7 +210,8 @@ class MlflowTracker(NullTracker):
         else:
             # Nested under the sweep's parent run when a Prefect sweep started this process; MLflow
             # checks that the parent exists and is still running.
-            self._run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags, parent_run_id=parent_run_id())
+            self._run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags | _cell_tags(),
+                                         parent_run_id=parent_run_id())
             mlflow.log_params(flat)
         self.run_id = self._run.info.run_id
 
@@ -291,7 +299,7 @@ def log_to_training_run(
         run = mlflow.start_run(run_id=trained_in)
     else:
         extra = {TRAINED_IN_TAG: "unknown: no run in this store exported this model (tracking off, or another store)",
-                 MODEL_DIGEST_TAG: digest}
+                 MODEL_DIGEST_TAG: digest} | _cell_tags()
         run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags | extra, parent_run_id=parent_run_id())
     with run:
         mlflow.log_metrics(metrics)
@@ -312,6 +320,32 @@ def start_sweep(root: Path, experiment: str, name: str, tags: dict[str, str], pa
     flat = _flatten("", params, {})
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in sorted(flat.items())])
     return run.info.run_id
+
+
+def drop_superseded(root: Path, parent: str, accepted: dict[str, str]) -> list[str]:
+    """A sweep publishes each run once: of its children named in `accepted` (run name -> the cell
+    flow run the sweep took), delete those another attempt of the same cell made (a cell marked
+    Crashed that finished anyway, beside its resubmission). Returns the deleted run ids."""
+    client = _client(root)
+    parent_run = client.get_run(parent)
+    children = client.search_runs([parent_run.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'")
+    dropped = []
+    for run in children:
+        keep = accepted.get(run.info.run_name)
+        cell = run.data.tags.get(CELL_TAG)
+        if keep is not None and cell is not None and cell != keep:
+            client.delete_run(run.info.run_id)
+            dropped.append(run.info.run_id)
+    return dropped
+
+
+def drop_cell_runs(root: Path, experiment: str, cell_flow_run: str) -> list[str]:
+    """Delete every run one cell attempt made (it was superseded: its sweep took another attempt)."""
+    client = _client(root)
+    found = client.search_runs([experiment_id(root, experiment)], filter_string=f"tags.`{CELL_TAG}` = '{cell_flow_run}'")
+    for run in found:
+        client.delete_run(run.info.run_id)
+    return [run.info.run_id for run in found]
 
 
 def finish_sweep(
