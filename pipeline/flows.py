@@ -11,8 +11,8 @@ Every result goes through DVC, and DVC's run-cache is what moves it between host
 2. A cell, on whichever worker takes it: a scratch git worktree of the worker's clone at the commit
    (pipeline/scratch.py), the sweep's params.yaml with the grid set to this cell, then
    `dvc repro --pull train@<cell> evaluate@<cell>`: the stages dvc.yaml runs, restored from the run-
-   cache when any host ran them before, else run. Then `dvc push --run-cache` puts the outputs and the
-   run-cache entries in the DVC remote. A cell that fails is retried (params `sweep.retries`), one
+   cache when any host ran them before, else run. Then `dvc push --run-cache` (pipeline/dvc_push.py:
+   with the metrics the run-cache records) puts the outputs and the run-cache in the DVC remote. A cell that fails is retried (params `sweep.retries`), one
    whose worker died (flow run Crashed) is submitted again, to any worker of the queue.
 3. The gather, back in `megl/ablation`: a worktree with the sweep's grid, `dvc repro --pull` of the
    finished cells' evaluate stages, which restores each from the run-cache (it trains nothing when
@@ -127,8 +127,8 @@ def megl_cell(
     with scratch.worktree(commit, scratch.narrowed_params(params_yaml, grid)) as tree:
         out = scratch.run_logged([dvc, "repro", "--pull", key.stage("train"), key.stage("evaluate")], tree, env,
                                  logger.info, "dvc repro")
-        scratch.run_logged([dvc, "push", "--run-cache", "--with-deps", key.stage("evaluate")], tree, env, logger.info,
-                           "dvc push")
+        scratch.run_logged([sys.executable, str(REPO / "pipeline" / "dvc_push.py"), "--with-deps", key.stage("evaluate")],
+                           tree, env, logger.info, "dvc push")
         test = (tree / "metrics" / key.parts / "test.json").read_bytes()
     _check_not_superseded(env, params_yaml)
     restored = f"Stage '{key.stage('train')}' is cached" in out

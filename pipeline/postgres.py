@@ -7,7 +7,7 @@ team), from Debian's `postgresql` package (`make postgres` installs it):
 
 One cluster in `--dir` (created by initdb, trust authentication, listening on 127.0.0.1 only), with a
 database per server: `prefect` (postgresql+asyncpg://, what Prefect's server reads from
-PREFECT_API_DATABASE_CONNECTION_URL) and `mlflow` (postgresql://, MLflow's --backend-store-uri).
+PREFECT_API_DATABASE_CONNECTION_URL) and `mlflow` (postgresql+psycopg2://, MLflow's --backend-store-uri).
 initdb refuses to run as root: as root, the cluster belongs to Debian's `postgres` user. SQLite
 stays the one-machine default; this is for servers several hosts share.
 """
@@ -44,7 +44,7 @@ def _as_owner(cmd: list[str], data: Path) -> list[str]:
 
 def urls(port: int, host: str = "127.0.0.1") -> dict[str, str]:
     return {"prefect": f"postgresql+asyncpg://{USER}@{host}:{port}/prefect",
-            "mlflow": f"postgresql://{USER}@{host}:{port}/mlflow"}
+            "mlflow": f"postgresql+psycopg2://{USER}@{host}:{port}/mlflow"}
 
 
 def _ready(port: int) -> bool:

@@ -156,7 +156,7 @@ def start_cluster(base: Path, workers: int = 2, threads: int = 2, params_update=
         if params_update:
             params_update(params)
         (controller / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        git(controller, "commit", "-qam", "cluster params")
+        git(controller, "commit", "-q", "--allow-empty", "-am", "cluster params")
         remote = base / "dvc-remote"
         remote.mkdir()
         common = {**env, "PREFECT_API_URL": api, "MLFLOW_TRACKING_URI": mlflow_uri}
