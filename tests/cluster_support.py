@@ -11,9 +11,7 @@ runs). The hosts share nothing but the two servers' HTTP APIs and the DVC remote
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from sweep_support import GIT_ENV, REPO, VENV_BIN, free_port, git, http_json, stop, tiny_repo, wait_for
+from sweep_support import GIT_ENV, REPO, VENV_BIN, cell_runs, free_port, git, http_json, run_sweep, stop, tiny_repo, wait_for
 
 sys.path.insert(0, str(REPO / "pipeline"))
 import postgres  # noqa: E402
@@ -71,21 +69,13 @@ class Cluster:
         return git(self.controller, "rev-parse", "HEAD").strip()
 
     def run_sweep(self, parameters: dict, timeout: float = 1500, watch: bool = True):
-        cmd = [str(VENV_BIN / "prefect"), "deployment", "run", "megl/ablation", "--params", json.dumps(parameters)]
-        if watch:
-            cmd += ["--watch", "--watch-timeout", str(int(timeout))]
-        out = subprocess.run(cmd, cwd=self.controller, env=self.env, capture_output=True, text=True, timeout=timeout + 60)
-        found = re.search(r"UUID:\s*([0-9a-f-]{36})", out.stdout)
-        assert found, out.stdout + out.stderr
-        return out, found.group(1)
+        return run_sweep(self.controller, self.env, parameters, timeout, watch)
 
     def flow_run(self, run_id: str) -> dict:
         return http_json(f"{self.api}/flow_runs/{run_id}")
 
     def cell_runs(self, run_id: str) -> list[dict]:
-        runs = http_json(f"{self.api}/flow_runs/filter",
-                         {"flow_runs": {"parent_flow_run_id": {"operator": "and_", "any_": [run_id]}}, "limit": 200})
-        return sorted(runs, key=lambda r: r["created"])
+        return cell_runs(self.api, run_id)
 
     def clone(self, name: str, remote: bool = True) -> Path:
         """Another checkout of the controller's commit (for a local `dvc repro`, or to pull results)."""

@@ -145,6 +145,24 @@ def tiny_repo(work: Path) -> Path:
     return work
 
 
+def run_sweep(cwd: Path, env: dict[str, str], parameters: dict, timeout: float = 900, watch: bool = True):
+    """`prefect deployment run megl/ablation --params JSON [--watch]`: (completed CLI, flow run id)."""
+    cmd = [str(VENV_BIN / "prefect"), "deployment", "run", "megl/ablation", "--params", json.dumps(parameters)]
+    if watch:
+        cmd += ["--watch", "--watch-timeout", str(int(timeout))]
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout + 60)
+    found = re.search(r"UUID:\s*([0-9a-f-]{36})", out.stdout)
+    assert found, out.stdout + out.stderr
+    return out, found.group(1)
+
+
+def cell_runs(api: str, run_id: str) -> list[dict]:
+    """The megl-cell flow runs a sweep submitted (every attempt), oldest first."""
+    runs = http_json(f"{api}/flow_runs/filter",
+                     {"flow_runs": {"parent_flow_run_id": {"operator": "and_", "any_": [run_id]}}, "limit": 200})
+    return sorted(runs, key=lambda r: r["created"])
+
+
 @dataclasses.dataclass
 class Sweep:
     work: Path  # the repository copy the sweep ran in (a user's checkout, its results committed)
@@ -167,24 +185,13 @@ class Sweep:
                  180, self.serve, self.serve_log)
 
     def run_deployment(self, parameters: dict, timeout: float = 900, watch: bool = True):
-        """`prefect deployment run megl/ablation --params JSON [--watch]`: (completed CLI, flow run id)."""
-        cmd = [str(VENV_BIN / "prefect"), "deployment", "run", "megl/ablation", "--params", json.dumps(parameters)]
-        if watch:
-            cmd += ["--watch", "--watch-timeout", str(int(timeout))]
-        out = subprocess.run(cmd, cwd=self.work, env=self.env, capture_output=True, text=True, timeout=timeout + 60)
-        found = re.search(r"UUID:\s*([0-9a-f-]{36})", out.stdout)
-        assert found, out.stdout + out.stderr
-        return out, found.group(1)
+        return run_sweep(self.work, self.env, parameters, timeout, watch)
 
     def flow_run(self, run_id: str) -> dict:
         return http_json(f"{self.api}/flow_runs/{run_id}")
 
     def cell_runs(self, run_id: str) -> list[dict]:
-        """The megl-cell flow runs a sweep submitted (every attempt), oldest first."""
-        runs = http_json(f"{self.api}/flow_runs/filter",
-                         {"flow_runs": {"parent_flow_run_id": {"operator": "and_", "any_": [run_id]}}, "limit": 200,
-                          "sort": "EXPECTED_START_TIME_ASC"})
-        return sorted(runs, key=lambda r: r["created"])
+        return cell_runs(self.api, run_id)
 
     def restore_workspace(self) -> None:
         """Back to the committed results: git's files, DVC's outputs from the cache, and nothing
