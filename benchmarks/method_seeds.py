@@ -46,7 +46,7 @@ from megl.data.decoy_fmnist import SIDE as FMNIST_SIDE  # noqa: E402
 from megl.data.extracted import read_manifest  # noqa: E402
 from megl.evaluate.grounding import grounding_metrics, synthetic_truth, target_centres  # noqa: E402
 from megl.evaluate.localisation import localisation_metrics, relevance_mass, upsample  # noqa: E402
-from megl.evaluate.run import gt_maps_at_image_size, predict_test_split, saliency_metrics, text_metrics  # noqa: E402
+from megl.evaluate.run import gt_maps_at_image_size, saliency_metrics, text_metrics  # noqa: E402
 from megl.models.load import explainer_name, load_exported  # noqa: E402
 from megl.models.multilayer_cam import MultiLayerCAM  # noqa: E402
 from megl.models.sdtg import SDTGHead  # noqa: E402
@@ -125,33 +125,27 @@ def score_test_split(model, config: dict, data_dir: Path, params, seed: int, dat
     """Test accuracy, mIoU of the predicted-class CAM and, on a synthetic benchmark, its mass on the
     target and on the decoy, with the evaluation stage's functions."""
     test = ExplanationDataset(data_dir, "test", config["grid"], seed=seed)
-    if config["variant_terms"].get("family") == "llava":
-        # an MLLM baseline: classes parsed from its greedy answers, no CAM to score
-        preds, labels = [], []
-        for start in range(0, len(test), params.train.eval_batch_size):
-            batch = collate([test[i] for i in range(start, min(len(test), start + params.train.eval_batch_size))])
-            preds += model.predict(batch["pixels"], model.questions(batch))[0]
-            labels += batch["label"].tolist()
-        return {"test_accuracy": round(float((np.array(preds) == np.array(labels)).mean()), 6),
-                "answers_without_class": int((np.array(preds) < 0).sum())}
+    pred = model.predict_split(test, params.train.eval_batch_size, torch.device("cpu"))
+    accuracy = round(float((pred.labels == pred.preds).mean()), 6)
+    if not model.has_cam:  # an MLLM baseline: classes parsed from its greedy answers, no CAM to score
+        return {"test_accuracy": accuracy, "answers_without_class": pred.unparsed}
     raw_dir = params.dataset(dataset).raw_path
-    pred = predict_test_split(model, test, params.train.eval_batch_size, torch.device("cpu"))
     size = test.images.shape[1]
-    has, gt = gt_maps_at_image_size(data_dir, pred["rows"], size, len(test.manifest))
-    loc = localisation_metrics(torch.from_numpy(pred["cams"][has]), torch.from_numpy(gt), size, params.evaluate.cam_threshold)
+    has, gt = gt_maps_at_image_size(data_dir, pred.rows, size, len(test.manifest))
+    loc = localisation_metrics(torch.from_numpy(pred.cams[has]), torch.from_numpy(gt), size, params.evaluate.cam_threshold)
     scores = {
-        "test_accuracy": round(float((pred["labels"] == pred["preds"]).mean()), 6),
+        "test_accuracy": accuracy,
         "miou": round(float(loc["miou"]), 6),
         "relevance_mass": round(float(loc["relevance_mass"]), 6),  # on the GT maps (test samples with one)
     }
-    ids = read_manifest(data_dir, columns=["sample_id"])["sample_id"].to_numpy()[pred["rows"]].tolist()
+    ids = read_manifest(data_dir, columns=["sample_id"])["sample_id"].to_numpy()[pred.rows].tolist()
     if model.text_head is not None:
         scores |= explanation_scores(test, pred, size, params, dataset, ids)
     found = synthetic_truth(params, dataset)
     if found is None and (raw_dir / "decoy_truth.json").is_file():  # DecoyFMNIST: the patch's box
         found = json.loads((raw_dir / "decoy_truth.json").read_text()), FMNIST_SIDE
     if found is not None:
-        scores |= box_masses(pred["cams"], ids, found[0], size, found[1])
+        scores |= box_masses(pred.cams, ids, found[0], size, found[1])
     return scores
 
 
@@ -162,10 +156,10 @@ TEXT_METRICS = ("bleu_4", "meteor", "rouge_l", "cider", "grounding_cam", "ground
 def explanation_scores(test, pred: dict, size: int, params, dataset: str, ids: list[str]) -> dict:
     """The evaluation stage's text metrics (pycocoevalcap, PTB-tokenised and lower-cased) and
     grounding of the greedy explanations, and two of them as written, to read."""
-    generated = pred["generated"]
+    generated = pred.generated
     references = {str(i): test.explanations(i) for i in range(len(test))}
     text = text_metrics(test, generated, references, params.evaluate, torch.device("cpu"), meteor=None)
-    text |= grounding_metrics(generated, pred["cams"], size, [test.classes[i] for i in pred["labels"]],
+    text |= grounding_metrics(generated, pred.cams, size, [test.classes[i] for i in pred.labels],
                               target_centres(params, dataset, ids))
     return {k: round(float(text[k]), 6) for k in TEXT_METRICS if text.get(k) is not None} | {"examples": generated[:2]}
 
@@ -204,7 +198,7 @@ def run_one(params_file: Path, dataset: str, backbone: str, variant: str, seed: 
         "best_val_accuracy": summary["best_val_accuracy"], "best_epoch": summary["best_epoch"],
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    if explainers and config["variant_terms"].get("family") != "llava":
+    if explainers and model.has_cam:
         row["explainers"] = {e: explainer_scores(model, REPO / "data" / dataset, params, seed, e) for e in explainers}
     return row
 
@@ -226,10 +220,10 @@ def explainer_scores(model, data_dir: Path, params, seed: int, explainer: str) -
     test = ExplanationDataset(data_dir, "test", model.mean_map.shape[-1], seed=seed)
     model.explainer = chosen  # what model.explain uses; None: Grad-CAM
     try:
-        pred = predict_test_split(model, test, params.train.eval_batch_size, torch.device("cpu"), text=False)
+        pred = model.predict_split(test, params.train.eval_batch_size, torch.device("cpu"), text=False)
     finally:
         model.explainer = trained
-    maps = gt_maps_at_image_size(data_dir, pred["rows"], test.images.shape[1], len(test.manifest))
+    maps = gt_maps_at_image_size(data_dir, pred.rows, test.images.shape[1], len(test.manifest))
     scores = saliency_metrics(model, test, pred, maps, params.evaluate, params.train.eval_batch_size, torch.device("cpu"))
     weights = None if chosen is None else [round(float(w), 4) for w in chosen.layer_weights()]
     return {k: round(float(scores[k]), 6) for k in SALIENCY_METRICS} | {"layer_weights": weights}

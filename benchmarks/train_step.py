@@ -95,7 +95,7 @@ def bench(backbone: str, profile: str, steps: int, device: str) -> dict:
 
     tokenizer = train_tokenizer(TEXTS * 10, 128)
     head = SDTGHead(TextHeadConfig(), classifier.feature_dim, tokenizer).to(device)
-    megl = MEGL(classifier, head, VariantConfig(True, True, True), gt.mean(0), lambda_visual=1.0,
+    megl = MEGL(classifier, head, VariantConfig(visual=True, text=True, consistency=True), gt.mean(0), lambda_visual=1.0,
                 lambda_textual=0.5, cam_mode="create_graph", cam_eps=1e-8).to(device)
     full = torch.zeros(batch, size, size, device=device)
     full[:, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1.0

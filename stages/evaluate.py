@@ -30,7 +30,7 @@ def main() -> None:
         trained_seed = config.get("train", {}).get("seed")
         if trained_seed != key.seed:
             sys.exit(f"evaluate: {layout.relative(config_file)} was trained with seed {trained_seed}, not {key.seed}")
-        if config.get("variant_terms", {}).get("text"):
+        if config.get("writes_explanations"):
             # METEOR's JVM loads its paraphrase table (~6 s) on the other core while torch and
             # transformers import (~8 s, one core): ~4 s less per text run on two cores
             from megl.evaluate.text import start_meteor

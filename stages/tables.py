@@ -29,7 +29,7 @@ def main() -> None:
     except ConfigError as exc:
         sys.exit(f"tables: {exc}")
 
-    runs = load_runs(params.root, grid.datasets, grid.backbones, grid.variants, grid.seeds)
+    runs = load_runs(params.root, grid.datasets, grid.backbones, grid.variants, grid.seeds, params.variants)
     for lay in runs.missing:
         print(f"missing: {lay.key.name} ({lay.relative(lay.test_metrics)})")
     total = len(runs.test) + len(runs.missing)

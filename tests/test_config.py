@@ -26,7 +26,8 @@ def test_repository_params_load(repo):
     assert set(params.grid.variants) == {"megl", "visual_text", "text", "visual", "baseline", "gradia", "haics",
                                          "res_g", "res_l", "cdep", "rrr", "llava", "finetune_cot"}
     assert params.variant("res_l").cam_mode == "detached" and params.variant("rrr").weight == 1000.0
-    assert params.variant("finetune_cot").family == "llava" and params.variant("finetune_cot").text
+    assert params.variant("finetune_cot").method == "finetune_cot" and params.variant("gradia").method == "gradia"
+    assert params.variant("megl").method == "megl"  # the default method
     assert params.synthetic_source("object_me_varied").geometry == "varied"
     assert params.synthetic_source("object_me").geometry == "centre"
     assert params.dataset("object_me").task == "objects"
@@ -145,13 +146,14 @@ def test_validate_stage(repo, tmp_path):
 @pytest.mark.parametrize(
     "variant, message",
     [
-        ({"loss": "gradia", "visual": True}, "is a baseline of its own"),
-        ({"family": "llava", "visual": True}, "no Grad-CAM terms"),
-        ({"loss": "rrr", "weight": -1.0}, "must be >= 0"),
-        ({"loss": "res_x"}, "variants.bad.loss"),
-        ({"mllm": {"profile": "tiny"}}, "only a variant of family llava"),
-        ({"family": "llava", "mllm": {"profile": "paper"}}, "variants.bad.mllm.model_path"),
-        ({"family": "llava", "mllm": {"lora_rank": 8}}, "unknown key(s) ['lora_rank']"),
+        ({"method": "gradia", "visual": True}, "variants.bad: method 'gradia' does not read ['visual']"),
+        ({"method": "llava", "visual": True}, "method 'llava' does not read ['visual']"),
+        ({"method": "rrr", "weight": -1.0}, "must be >= 0"),
+        ({"method": "res_x"}, "variants.bad.method: unknown method 'res_x'; the registry (megl.methods) has"),
+        ({"mllm": {"profile": "tiny"}}, "method 'megl' does not read ['mllm']"),
+        ({"method": "llava", "mllm": {"profile": "paper"}}, "variants.bad.mllm.model_path"),
+        ({"method": "llava", "mllm": {"lora_rank": 8}}, "unknown key(s) ['lora_rank']"),
+        ({"loss": "gradia"}, "unknown key(s) ['loss']"),
     ],
 )
 def test_bad_variant_blocks_name_the_key(repo, tmp_path, variant, message):
@@ -195,7 +197,7 @@ def test_pretrained_overlay_makes_valid_params_and_names_make_weights(repo, tmp_
         base[block] |= overlay[block]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(base))
     params = load_params(tmp_path / "params.yaml")
-    assert params.backbone("dinov2_s14").arch == "vit" and params.text_head_config().profile == "pretrained"
+    assert params.backbone("dinov2_s14").arch == "vit" and params.text_head.profile == "pretrained"
     assert params.dataset("object_me_varied_112").image_size == 112
     with pytest.raises(ConfigError, match=r"backbones.dinov2_s14.pretrained_path: .*weights/dinov2-vits14 does not exist.*make weights") as err:
         check_pipeline(params, tmp_path / "params.yaml")

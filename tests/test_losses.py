@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from megl.config import VariantConfig as Terms
-from megl.losses import consistency_kl, explanation_loss, prediction_loss, visual_l1
+from megl.losses import prediction_loss
+from megl.methods.megl_terms import consistency_kl, explanation_loss, visual_l1
 
 CAM = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.5, 0.5], [0.0, 1.0]]])
 GT = torch.tensor([[[1.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
@@ -44,7 +45,7 @@ def test_explanation_loss_switches_per_sample_and_per_variant():
 
 
 def test_softmax_consistency_kl_by_hand():
-    from megl.losses import consistency_kl_softmax
+    from megl.methods.megl_terms import consistency_kl_softmax
 
     raw = torch.tensor([[[0.0, 0.0], [0.0, 0.0]], [[math.log(3.0), 0.0], [0.0, 0.0]]])
     kl = consistency_kl_softmax(raw, MEAN, temperature=1.0, eps=1e-12)
@@ -58,7 +59,7 @@ def test_softmax_consistency_kl_by_hand():
 def test_softmax_kl_gradient_stays_bounded_on_flat_cams_where_minmax_explodes():
     """The cause of MEGL training worse than no guidance (issue 5): near-flat CAMs early in
     training. The min-max form's gradient grows as 1/(max - min); the softmax form's stays <= 1/T."""
-    from megl.losses import consistency_kl_softmax
+    from megl.methods.megl_terms import consistency_kl_softmax
     from megl.models.gradcam import normalise
 
     torch.manual_seed(0)
@@ -77,7 +78,7 @@ def test_softmax_kl_gradient_stays_bounded_on_flat_cams_where_minmax_explodes():
 
 
 def test_explanation_loss_softmax_input_needs_the_raw_cam():
-    from megl.losses import consistency_kl_softmax
+    from megl.methods.megl_terms import consistency_kl_softmax
 
     has = torch.tensor([True, False])
     raw = torch.randn(2, 2, 2)

@@ -8,8 +8,14 @@ import sys
 
 import yaml
 
+from pathlib import Path
+
+from megl.config import load_params
 from megl.layout import RunKey, dataset_report, run_layout
 from megl.tables import build_tables, load_runs, write_tables
+
+# which method each variant runs (names, groups, order): the repository's variants block
+CONFIGS = load_params(Path(__file__).resolve().parents[1] / "params.yaml").variants
 
 VARIANTS = ["megl", "visual_text", "text", "visual", "baseline"]
 BACKBONES = ["resnet18", "vit_b16"]
@@ -41,15 +47,15 @@ def write_metrics(root, seed=0, shift=0.0):
 
 
 def tables(root, seeds=(0,), variants=VARIANTS, backbones=BACKBONES):
-    return {t.name: t for t in build_tables(load_runs(root, ["object_me"], backbones, variants, seeds))}
+    return {t.name: t for t in build_tables(load_runs(root, ["object_me"], backbones, variants, seeds, CONFIGS))}
 
 
 def test_tables_layout_marks_and_determinism(tmp_path):
     write_metrics(tmp_path)
-    runs = load_runs(tmp_path, ["object_me"], BACKBONES, VARIANTS, [0])
+    runs = load_runs(tmp_path, ["object_me"], BACKBONES, VARIANTS, [0], CONFIGS)
     assert runs.missing == [] and len(runs.test) == 10
     write_tables(build_tables(runs), tmp_path / "a")
-    write_tables(build_tables(load_runs(tmp_path, ["object_me"], BACKBONES, VARIANTS, [0])), tmp_path / "b")
+    write_tables(build_tables(load_runs(tmp_path, ["object_me"], BACKBONES, VARIANTS, [0], CONFIGS)), tmp_path / "b")
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == sorted(f"{t}.{ext}" for t in ("table1", "table2", "table3", "table4", "table5", "faithfulness") for ext in ("md", "csv", "tex"))
     assert all((tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes() for n in names)
@@ -87,7 +93,7 @@ def test_tables_layout_marks_and_determinism(tmp_path):
 def test_missing_metrics_show_as_dash(tmp_path):
     write_metrics(tmp_path)
     run_layout(tmp_path, RunKey("object_me", "vit_b16", "text", 0)).test_metrics.unlink()
-    runs = load_runs(tmp_path, ["object_me"], BACKBONES, VARIANTS, [0])
+    runs = load_runs(tmp_path, ["object_me"], BACKBONES, VARIANTS, [0], CONFIGS)
     assert [lay.key.name for lay in runs.missing] == ["object_me/vit_b16/text/s0"]
     t = {t.name: t for t in build_tables(runs)}
     assert "| ViT-B/16 (tiny) | Text | - | - | - | - | - |" in t["table2"].markdown()
@@ -219,7 +225,7 @@ def test_baselines_and_mllm_rows(tmp_path):
         write_json(lay.efficiency, eff | {"parameters_total": 300_000, "latency_ms": 1000 / fps, "fps": fps})
         write_json(run_layout(tmp_path, RunKey("object_me", "vit_b16", v, 0)).test_metrics, {"not_applicable": "trained once"})
     variants = VARIANTS + ["cdep", "res_l", "llava", "finetune_cot"]
-    runs = load_runs(tmp_path, ["object_me"], BACKBONES, variants, [0])
+    runs = load_runs(tmp_path, ["object_me"], BACKBONES, variants, [0], CONFIGS)
     write_tables(build_tables(runs), tmp_path / "t")
     t2 = (tmp_path / "t/table2.md").read_text().splitlines()[3:]
     assert [line.split(" | ")[:2] for line in t2[:2]] == [["| LLaVA (tiny)", "-"], ["| LLaVA (tiny)", "Fine-tune-CoT"]]

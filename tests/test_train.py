@@ -58,7 +58,7 @@ def test_every_variant_trains_a_step(small_params, backbone, variant):
     assert any(k.startswith("classifier.") for k in weights)
     assert any(k.startswith("text_head.") for k in weights) == ("textual" in terms)
     # RES-L's learned mask transform is part of the exported model
-    assert any(k.startswith("mask_transform.") for k in weights) == (variant == "res_l")
+    assert any(k.startswith("loss_state.") for k in weights) == (variant == "res_l")
     assert (p.model_dir / "tokenizer").is_dir() == ("textual" in terms)
 
 

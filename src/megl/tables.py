@@ -29,23 +29,19 @@ import math
 import statistics
 from pathlib import Path
 
+from megl import methods
 from megl.atomic import write_bytes
 from megl.chance import ALPHA, runs_above_chance
+from megl.config import VariantConfig
 from megl.layout import RunKey, RunLayout, dataset_report, grid_runs, run_layout
 
 DATASET_NAMES = {"object_me": "Object-ME", "action_me": "Action-ME", "object_me_varied": "Object-ME (varied)",
                  "action_me_varied": "Action-ME (varied)", "decoy_fmnist": "DecoyFMNIST",
                  "object_me_varied_112": "Object-ME (varied, 112 px)", "decoy_fmnist_112": "DecoyFMNIST (112 px)"}
 BACKBONE_NAMES = {"resnet18": "ResNet18", "vit_b16": "ViT-B/16", "dinov2_s14": "DINOv2-S/14"}
-# Table 2 rows in the paper's order: the plain backbone, the visual-EGL baselines (and RRR), MEGL's
-# ablation variants, MEGL last; the MLLM baselines form a group of their own
-METHOD_ORDER = ["baseline", "cdep", "haics", "gradia", "res_g", "res_l", "rrr", "visual", "text", "visual_text", "megl",
-                "megl_multilayer"]
-METHOD_NAMES = {"baseline": "-", "visual": "Visual", "text": "Text", "visual_text": "Visual+Text", "megl": "MEGL",
-                "megl_multilayer": "MEGL (multi-layer Â)", "cdep": "CDEP", "haics": "HAICS", "gradia": "GRADIA", "res_g": "RES-G", "res_l": "RES-L", "rrr": "RRR",
-                "llava": "-", "finetune_cot": "Fine-tune-CoT"}
-ABLATION = ("baseline", "visual", "text", "visual_text", "megl")  # Table 4: MEGL's own terms
-MLLM_ORDER = ["llava", "finetune_cot"]
+# Rows come from the method registry (megl.methods): names, groups and order. Table 2 in the paper's
+# order: the plain backbone (MEGL with no term), the visual-EGL baselines in registry order, MEGL's
+# ablations by their terms, MEGL last; the MLLM baselines form a group of their own.
 PM = "±"
 NA = "n/a"  # computed metric that could not be computed for real (the caption says why)
 DAGGER = "†"  # not above chance: left out of every ranking
@@ -179,6 +175,47 @@ class Runs:
     test: dict[RunKey, dict]
     efficiency: dict[RunKey, dict]
     missing: list[RunLayout]  # runs without test metrics, in grid order
+    configs: dict[str, VariantConfig] = dataclasses.field(default_factory=dict)  # params `variants`
+
+    def method(self, v: str) -> methods.Method:
+        return methods.get(self.config(v).method)
+
+    def config(self, v: str) -> VariantConfig:
+        return self.configs.get(v) or VariantConfig()
+
+    def _order(self, v: str) -> tuple:
+        """Table order: MEGL with no term (the plain backbone), the baselines in registry order, then
+        MEGL's variants by their terms (fewest first; text after visual), a multi-layer Â last."""
+        m, c = self.method(v), self.config(v)
+        names = list(methods.REGISTRY)
+        if m.group != "megl":
+            return (1, names.index(m.name), v)
+        terms = c.visual + c.consistency + c.text
+        return (0 if not terms else 2, c.explainer == "multilayer", terms, c.text, v)
+
+    def classifier_variants(self, among=None) -> list[str]:
+        found = [v for v in self.variants if self.method(v).model == "classifier" and (among is None or among(v))]
+        return sorted(found, key=self._order)
+
+    def ablation_variants(self) -> list[str]:
+        """Table 4: MEGL's own terms, with Grad-CAM as Â."""
+        return self.classifier_variants(lambda v: self.method(v).group == "megl" and self.config(v).explainer is None)
+
+    def reference(self) -> str | None:
+        """The full MEGL variant (every term, Grad-CAM): Table 4's differences and Table 5's row."""
+        full = [v for v in self.ablation_variants() if (c := self.config(v)).visual and c.consistency and c.text]
+        return full[0] if full else None
+
+    def label(self, v: str) -> str:
+        """The Method column: the registry's name for the variant; a variant whose name another
+        variant's row already takes is told apart by its own name."""
+        label, model = self.method(v).row_label(self.config(v)), self.method(v).model
+        clash = [w for w in self.variants if w != v and self.method(w).model == model
+                 and self.method(w).row_label(self.config(w)) == label]
+        return f"{label} [{v}]" if clash and v != self.method(v).name else label
+
+    def writes_explanations(self, v: str) -> bool:
+        return self.method(v).writes_explanations(self.config(v))
 
     def found(self, d: str, b: str, v: str, efficiency: bool = False) -> list[dict]:
         """The metrics of every seed found for a cell, in seed order."""
@@ -225,13 +262,19 @@ class Runs:
 
     def mllm_label(self) -> str:
         profiles = sorted({m.get("mllm_profile", "tiny") for d in self.datasets for b in self.backbones
-                           for v in MLLM_ORDER if v in self.variants for m in self.found(d, b, v) if "model_family" in m})
+                           for v in self.mllm_variants() for m in self.found(d, b, v) if "model_family" in m})
         if not profiles:
             return "LLaVA"
         return "LLaVA (tiny)" if profiles == ["tiny"] else "LLaVA-1.5" if profiles == ["paper"] else "LLaVA (" + " + ".join(profiles) + ")"
 
     def mllm_variants(self) -> list[str]:
-        return [v for v in MLLM_ORDER if v in self.variants]
+        names = list(methods.REGISTRY)
+        return sorted((v for v in self.variants if self.method(v).model == "mllm"), key=lambda v: (names.index(self.method(v).name), v))
+
+    def mllm_name(self, v: str) -> str:
+        """LLaVA (tiny), LLaVA (tiny)-Fine-tune-CoT, ...: the model, then the method when it is not plain."""
+        label = self.label(v)
+        return self.mllm_label() if label == "-" else f"{self.mllm_label()}-{label}"
 
     def profile_note(self, mllm: bool = False) -> str:
         """Caption sentence for the profiles the rows carry (mllm: the table has the MLLM rows)."""
@@ -241,8 +284,9 @@ class Runs:
         return (" " + "; ".join(notes) + ".") if notes else ""
 
 
-def load_runs(root: str | Path, datasets, backbones, variants, seeds) -> Runs:
-    """Read every run's test (and efficiency) metrics under `root` (the project root)."""
+def load_runs(root: str | Path, datasets, backbones, variants, seeds, configs: dict[str, VariantConfig] | None = None) -> Runs:
+    """Read every run's test (and efficiency) metrics under `root` (the project root); `configs`:
+    params `variants` (which method each variant runs)."""
     root = Path(root)
     test, efficiency, missing = {}, {}, []
     for key in grid_runs(datasets, backbones, variants, seeds):
@@ -254,7 +298,7 @@ def load_runs(root: str | Path, datasets, backbones, variants, seeds) -> Runs:
         test[key] = metrics
         if (e := _load(lay.efficiency)) is not None:
             efficiency[key] = e
-    return Runs(root, list(datasets), list(backbones), list(variants), list(seeds), test, efficiency, missing)
+    return Runs(root, list(datasets), list(backbones), list(variants), list(seeds), test, efficiency, missing, dict(configs or {}))
 
 
 def seeds_note(rows: list[list[Cell]]) -> str:
@@ -290,10 +334,6 @@ def table1(runs: Runs) -> Table:
     return Table("table1", "Table 1. Dataset statistics.", ["Dataset", "Total Samples", "Textual Exp.", "Visual Exp.", "# Classes"], rows)
 
 
-def _variants(runs: Runs, among=None) -> list[str]:
-    return [m for m in METHOD_ORDER if m in runs.variants and (among is None or m in among)]
-
-
 def table2(runs: Runs) -> Table:
     keys = ["accuracy", "precision", "recall", "f1", "miou"]
     header = ["Backbone", "Method"]
@@ -304,10 +344,10 @@ def table2(runs: Runs) -> Table:
     rows = []
     # the MLLM baselines first, as the paper; then each backbone with its methods
     groups = [(None, runs.mllm_variants())] if runs.mllm_variants() else []
-    groups += [(b, _variants(runs)) for b in runs.backbones]
+    groups += [(b, runs.classifier_variants()) for b in runs.backbones]
     for b, variants in groups:
         label = runs.mllm_label() if b is None else runs.backbone(b)
-        group = [[Cell(label), Cell(METHOD_NAMES[v])] for v in variants]
+        group = [[Cell(label), Cell(runs.label(v))] for v in variants]
         for j, d in enumerate(runs.datasets):
             first = 2 + j * (len(keys) + 2)
             where = [b if b is not None else runs.mllm_backbone(d, v) for v in variants]
@@ -349,16 +389,17 @@ def table3(runs: Runs) -> Table:
         header += [f"{DATASET_NAMES.get(d, d)} {n}" for _, n in TEXT_KEYS] + [f"{DATASET_NAMES.get(d, d)} Seeds"]
     seed_cols = frozenset(i for i, h in enumerate(header) if h.endswith(" Seeds"))
     rows, heads = [], set()
-    if "finetune_cot" in runs.variants:
-        row = [Cell(f"{runs.mllm_label()}-Fine-tune-CoT"), Cell(runs.mllm_label())]
+    writing_mllm = [v for v in runs.mllm_variants() if runs.writes_explanations(v)]
+    for v in writing_mllm:
+        row = [Cell(runs.mllm_name(v)), Cell(runs.mllm_label())]
         for d in runs.datasets:
-            w = runs.mllm_backbone(d, "finetune_cot")
-            row += ([runs.cell(d, w, "finetune_cot", k) for k, _ in TEXT_KEYS] + [runs.count(d, w, "finetune_cot")]
+            w = runs.mllm_backbone(d, v)
+            row += ([runs.cell(d, w, v, k) for k, _ in TEXT_KEYS] + [runs.count(d, w, v)]
                     if w else [Cell(None)] * len(TEXT_KEYS) + [Cell(0, "{:d}")])
         rows.append(row)
     for b in runs.backbones:
-        for v in _variants(runs, ("text", "visual_text", "megl")):
-            row = [Cell(METHOD_NAMES[v]), Cell(runs.backbone(b))]
+        for v in runs.classifier_variants(lambda v: runs.writes_explanations(v) and runs.config(v).explainer is None):
+            row = [Cell(runs.label(v)), Cell(runs.backbone(b))]
             for d in runs.datasets:
                 row += [runs.cell(d, b, v, k) for k, _ in TEXT_KEYS] + [runs.count(d, b, v)]
                 heads |= {m["text_head_profile"] for m in runs.found(d, b, v) if "text_head_profile" in m}
@@ -368,14 +409,16 @@ def table3(runs: Runs) -> Table:
     if heads & TEXT_HEAD_NOTE.keys():
         caption += f" Explanations from {'; '.join(TEXT_HEAD_NOTE[h] for h in sorted(heads & TEXT_HEAD_NOTE.keys()))}."
     caption += _status_note(runs, "clipscore_status", "CLIPScore") + _status_note(runs, "spice_status", "SPICE")
-    return Table("table3", caption + runs.profile_note(mllm="finetune_cot" in runs.variants) + seeds_note(rows), header, rows, seed_cols)
+    return Table("table3", caption + runs.profile_note(mllm=bool(writing_mllm)) + seeds_note(rows), header, rows, seed_cols)
 
 
 def _difference(runs: Runs, d: str, b: str, v: str, metric: str) -> Cell:
     """v's value minus MEGL's: per seed both have, then mean (± std of the paired differences)."""
+    if runs.reference() is None:
+        return Cell(None)  # no full MEGL variant in the grid to compare with
     diffs = []
     for s in runs.seeds:
-        own, ref = runs.test.get(RunKey(d, b, v, s), {}), runs.test.get(RunKey(d, b, "megl", s), {})
+        own, ref = runs.test.get(RunKey(d, b, v, s), {}), runs.test.get(RunKey(d, b, runs.reference(), s), {})
         if _number(own.get(metric)) and _number(ref.get(metric)):
             diffs.append(float(own[metric]) - float(ref[metric]))
     cell = aggregate(diffs, "{:+.4f}")
@@ -389,12 +432,12 @@ def table4(runs: Runs) -> Table:
     rows = []
     for d in runs.datasets:
         for b in runs.backbones:
-            for v in reversed(_variants(runs, ABLATION)):
+            for v in reversed(runs.ablation_variants()):
                 acc, miou = runs.cell(d, b, v, "accuracy"), runs.cell(d, b, v, "miou")
                 if acc.value is not None and not runs.above_chance(d, b, v):
                     _at_chance(acc)
-                own = v == "megl"
-                rows.append([Cell(DATASET_NAMES.get(d, d)), Cell(runs.backbone(b)), Cell(METHOD_NAMES[v]),
+                own = v == runs.reference()
+                rows.append([Cell(DATASET_NAMES.get(d, d)), Cell(runs.backbone(b)), Cell(runs.label(v)),
                              acc, Cell(None) if own else _difference(runs, d, b, v, "accuracy"),
                              miou, Cell(None) if own else _difference(runs, d, b, v, "miou"), runs.count(d, b, v)])
     caption = ("Table 4. Ablation: test accuracy and mIoU, and their difference from MEGL's (per seed, then "
@@ -408,17 +451,19 @@ def table5(runs: Runs) -> Table:
     header = ["Model", "Dataset", "Parameters", "Latency (ms)", "FPS", "Speedup", "Latency with explanation (ms)",
               "FPS with explanation", "Device", "Seeds"]
     rows = []
+    megl, writing_mllm = runs.reference(), [v for v in runs.mllm_variants() if runs.writes_explanations(v)]
     for d in runs.datasets:
-        models = [(f"MEGL-{runs.backbone(b)}", b, "megl") for b in runs.backbones if "megl" in runs.variants]
-        names = {"llava": runs.mllm_label(), "finetune_cot": f"{runs.mllm_label()}-Fine-tune-CoT"}
-        models += [(names[v], w, v) for v in runs.mllm_variants() if (w := runs.mllm_backbone(d, v))]
-        cot = runs.mllm_backbone(d, "finetune_cot") if "finetune_cot" in runs.variants else None
-        cot_fps = runs.cell(d, cot, "finetune_cot", "fps", efficiency=True).value if cot else None
+        models = [(f"MEGL-{runs.backbone(b)}", b, megl) for b in runs.backbones if megl is not None]
+        models += [(runs.mllm_name(v), w, v) for v in runs.mllm_variants() if (w := runs.mllm_backbone(d, v))]
+        cot = writing_mllm[0] if writing_mllm else None  # the paper's reference: LLaVA-Fine-tune-CoT
+        cot_where = runs.mllm_backbone(d, cot) if cot else None
+        cot_fps = runs.cell(d, cot_where, cot, "fps", efficiency=True).value if cot_where else None
         for name, b, v in models:
             found = runs.found(d, b, v, efficiency=True)
-            params = runs.cell(d, b, v, "parameters_total" if v in MLLM_ORDER else "parameters_classifier", efficiency=True).value
+            mllm = runs.method(v).model == "mllm"
+            params = runs.cell(d, b, v, "parameters_total" if mllm else "parameters_classifier", efficiency=True).value
             fps = runs.cell(d, b, v, "fps", "{:.2f}", efficiency=True)
-            speedup = Cell(fps.value / cot_fps, "{:.2f}x") if _number(fps.value) and _number(cot_fps) and v != "finetune_cot" else Cell(None)
+            speedup = Cell(fps.value / cot_fps, "{:.2f}x") if _number(fps.value) and _number(cot_fps) and v != cot else Cell(None)
             devices = sorted({f"{e['device']} {e['dtype']}" for e in found if "device" in e and "dtype" in e})
             rows.append([
                 Cell(name), Cell(DATASET_NAMES.get(d, d)), Cell(f"{params / 1e6:.2f}M" if _number(params) else None),
@@ -442,11 +487,12 @@ def table_faithfulness(runs: Runs) -> Table:
     rows = []
     for d in runs.datasets:
         for b in runs.backbones:
-            ranked = [runs.above_chance(d, b, v) for v in _variants(runs)]
+            variants = runs.classifier_variants()
+            ranked = [runs.above_chance(d, b, v) for v in variants]
             group = [[Cell(DATASET_NAMES.get(d, d)), Cell(runs.backbone(b)),
-                      Cell(METHOD_NAMES[v], note="" if ok else DAGGER)]
+                      Cell(runs.label(v), note="" if ok else DAGGER)]
                      + [runs.cell(d, b, v, k) for k, _, _ in FAITH_KEYS] + [runs.count(d, b, v)]
-                     for v, ok in zip(_variants(runs), ranked)]
+                     for v, ok in zip(variants, ranked)]
             mark_best(group, range(3, 3 + len(FAITH_KEYS)), {3 + i: hi for i, (_, _, hi) in enumerate(FAITH_KEYS)}, ranked)
             rows += group
     caption = "Faithfulness (RISE deletion/insertion, Grad-CAM++ average drop / increase in confidence) and localisation extras."

@@ -26,14 +26,13 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler
 
 from megl.atomic import atomic_dir, write_json
-from megl.config import ConfigError, Params, build_dataclass
+from megl.config import Params
 from megl.data.dataset import ExplanationDataset, collate
-from megl.evaluate.classification import NO_CLASS
+from megl import methods
 from megl.layout import RunKey, run_layout
-from megl.models.backbones import BackboneConfig, backbone_family, build_classifier
-from megl.models.megl import MEGL
+from megl.methods.applicability import not_applicable
+from megl.models.build import build_model
 from megl.tracking import MODEL_DIGEST_TAG, model_digest, run_name, run_tags, start_run
-from megl.visualize import overlay_grid
 
 StepLogger = Callable[[int, dict[str, float]], None]
 
@@ -78,46 +77,6 @@ def make_accelerator(grad_accum: int) -> Accelerator:
     return Accelerator(gradient_accumulation_steps=grad_accum, kwargs_handlers=kwargs)
 
 
-def build_model(params: Params, dataset: ExplanationDataset, backbone: str, variant: str, texts: list[str]):
-    """The module a run trains (MEGL, or an MLLM baseline); a tiny profile's tokenizer is trained
-    on the train explanations (and, for an MLLM, the questions)."""
-    bb = params.backbone(backbone)
-    var = params.variant(variant)
-    if var.family == "llava":
-        from megl.config import MLLMConfig
-        from megl.models.llava_baseline import LlavaBaseline
-
-        questions = sorted({q for q in dataset.manifest["question"].iloc[dataset.rows].dropna()})
-        model = LlavaBaseline(var.mllm or MLLMConfig(), dataset.classes, "cot" if var.text else "vqa", texts=texts + questions)
-        return model, model.tokenizer
-    classifier = build_classifier(BackboneConfig(backbone, bb.profile, bb.pretrained_path, bb.arch), len(dataset.classes))
-    size = dataset.images.shape[1]
-    with torch.no_grad():
-        cam_grid = classifier.eval()(torch.zeros(1, 3, size, size)).activations.shape[-1]
-    if cam_grid != bb.grid:
-        raise ConfigError(
-            f"backbones.{backbone}.grid is {bb.grid} but {backbone} ({bb.profile}) gives a {cam_grid}x{cam_grid} "
-            f"CAM at {size} px; set grid: {cam_grid} (and add it to saliency.grid_sizes)"
-        )
-    classifier.train()
-    text_head, tokenizer = None, None
-    if var.text:
-        from megl.models.sdtg import SDTGHead, TextHeadConfig
-        from megl.models.tokenizer import head_tokenizer
-
-        head_cfg = build_dataclass(TextHeadConfig, dict(params.text_head), "text_head")
-        tokenizer = head_tokenizer(head_cfg.llm_path, texts, head_cfg.vocab_size)
-        text_head = SDTGHead(head_cfg, classifier.feature_dim, tokenizer)
-    t = params.train
-    model = MEGL(
-        classifier, text_head, var, dataset.mean_map,
-        lambda_visual=t.lambda_visual, lambda_textual=t.lambda_textual, cam_mode=t.cam_mode, cam_eps=t.cam_eps,
-        consistency_input=t.consistency_input, consistency_temperature=t.consistency_temperature, image_size=size,
-        explainer=t.explainer, explainer_layers=t.explainer_layers,
-    )
-    return model, tokenizer
-
-
 def evaluate_accuracy(accelerator: Accelerator, model, loader) -> float:
     model.eval()
     correct = total = 0
@@ -144,7 +103,7 @@ def train(
 ) -> dict:
     """Train and export; returns the run summary (also written to paths.metrics_file)."""
     cfg = params.train
-    reason = not_applicable(params, backbone, variant)
+    reason = not_applicable(params, backbone, variant)  # the method's registry entry says where it applies
     if reason is not None:
         return publish_not_applicable(params, dataset, backbone, variant, paths, reason)
     set_seed(cfg.seed)
@@ -163,15 +122,8 @@ def train(
     val_loader = DataLoader(val_set, batch_size=cfg.eval_batch_size, collate_fn=collate)
 
     # --- model and optimiser ------------------------------------------------------------------
-    model, tokenizer = build_model(params, train_set, backbone, variant, texts)
-    # the classifier and any state of its explanation loss (RES-L's mask transform) at lr; the text head at text_lr
-    text_params = set(model.text_head.parameters()) if model.text_head is not None else set()
-    # an MLLM baseline is a language model fine-tuned as a whole: at the language models' text_lr
-    lr = cfg.text_lr if params.variant(variant).family == "llava" else cfg.lr
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad and p not in text_params], "lr": lr}]
-    if text_params:
-        groups.append({"params": [p for p in model.text_head.parameters() if p.requires_grad], "lr": cfg.text_lr})
-    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    model = build_model(params, train_set, backbone, variant, texts)
+    optimizer = torch.optim.AdamW(model.param_groups(cfg.lr, cfg.text_lr), weight_decay=cfg.weight_decay)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     core = accelerator.unwrap_model(model)
     state = {"epoch": -1, "history": [], "best_epoch": -1, "best_val_accuracy": -1.0, "step": 0,
@@ -184,7 +136,7 @@ def train(
         params.tracking.enabled and accelerator.is_main_process, params.root,
         params.tracking.experiment, run_name(dataset, backbone, variant, cfg.seed),
         {"backbone": dataclasses.asdict(params.backbone(backbone)), "variant": dataclasses.asdict(params.variant(variant)),
-         "train": dataclasses.asdict(cfg), "text_head": params.text_head, "compute": dataclasses.asdict(params.compute),
+         "train": dataclasses.asdict(cfg), "text_head": dataclasses.asdict(params.text_head), "compute": dataclasses.asdict(params.compute),
          "world_size": accelerator.num_processes},
         run_tags(dataset, backbone, variant, cfg.seed), resume_run_id=state["mlflow_run_id"],
     ) as tracker:
@@ -245,7 +197,7 @@ def train(
             if val_accuracy > state["best_val_accuracy"]:
                 state["best_val_accuracy"], state["best_epoch"] = val_accuracy, epoch
                 if accelerator.is_main_process:
-                    export(core, tokenizer, params, dataset, backbone, variant, train_set.classes, epoch, best_dir)
+                    export(core, params, dataset, backbone, variant, train_set.classes, epoch, best_dir)
             state["epoch"] = epoch
             state["samples_per_rank"] = accelerator.gather(torch.tensor([seen], device=accelerator.device)).tolist()
             save_checkpoint(accelerator, paths.checkpoint_dir, state)
@@ -267,12 +219,8 @@ def train(
             if params.tracking.enabled:
                 # evaluation finds this run by the model's digest (the folder holds no run id)
                 tracker.set_tags({MODEL_DIGEST_TAG: model_digest(paths.model_dir)})
-                best = load_file(paths.model_dir / "model.safetensors")
-                if isinstance(core, MEGL):
-                    core.load_state_dict(best, strict=False)
-                else:
-                    core.load_checkpoint_state_dict(best)
-                image, table = gallery(core, val_set, params.tracking.gallery_samples, accelerator.device)
+                core.load_weights(load_file(paths.model_dir / "model.safetensors"))
+                image, table = core.gallery(val_set, params.tracking.gallery_samples, accelerator.device)
                 if image is not None:
                     tracker.log_image(image, "cam_gallery.png")
                 tracker.log_table(table, "explanations.json")
@@ -280,18 +228,6 @@ def train(
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
-
-
-def not_applicable(params: Params, backbone: str, variant: str) -> str | None:
-    """Why this method has no faithful form on this backbone (a table then says n/a), or None."""
-    var = params.variant(variant)
-    first = params.grid.backbones[0]
-    if var.family == "llava" and backbone != first:
-        return f"the MLLM baseline has no classifier backbone: it is trained once per dataset, in the {first} runs"
-    if var.loss == "cdep" and backbone_family(backbone, params.backbone(backbone).arch) != "resnet":
-        return ("CDEP needs contextual decomposition, which is defined for the ResNet's layers only; no faithful "
-                "decomposition exists for ViT (LayerNorm, softmax attention, GELU)")
-    return None
 
 
 def publish_not_applicable(params: Params, dataset, backbone, variant, paths: RunPaths, reason: str) -> dict:
@@ -305,41 +241,6 @@ def publish_not_applicable(params: Params, dataset, backbone, variant, paths: Ru
         write_json(paths.history_file, [])
     print(f"train: {dataset}/{backbone}/{variant}: n/a: {reason}")
     return summary
-
-
-def gallery(core: MEGL, val_set: ExplanationDataset, n: int, device) -> tuple[np.ndarray | None, dict[str, list]]:
-    """CAM overlays against GT maps, and generated vs reference explanations, for the first n
-    validation samples with a GT map (then the first others): the same samples in every run.
-    An MLLM baseline has no CAM: its table only (image None)."""
-    has_map = val_set.index[val_set.rows] >= 0
-    picks = (list(map(int, has_map.nonzero()[0])) + list(map(int, (~has_map).nonzero()[0])))[:n]
-    items = [val_set[i] for i in picks]
-    pixels = torch.stack([it["pixels"] for it in items]).to(device)
-    core.eval()
-    if not isinstance(core, MEGL):
-        ids, generated = core.predict(pixels, core.questions(collate(items)))
-        return None, {
-            "sample": [val_set.manifest["sample_id"].iat[it["row"]] for it in items],
-            "label": [val_set.classes[it["label"]] for it in items],
-            "predicted": [val_set.classes[i] if i >= 0 else NO_CLASS for i in ids],
-            "references": [" | ".join(val_set.explanations(i)) for i in picks],
-            "generated": generated,
-        }
-    logits, cam, features = core.explain(pixels)
-    images = (pixels.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
-    labels = [val_set.classes[it["label"]] for it in items]
-    predicted = [val_set.classes[int(c)] for c in logits.argmax(1)]
-    image = overlay_grid(images, cam.cpu().numpy(), np.stack([it["gt_map"].numpy() for it in items]),
-                         np.array([it["has_map"] for it in items]), labels, predicted)
-    table = {
-        "sample": [val_set.manifest["sample_id"].iat[it["row"]] for it in items],
-        "label": labels,
-        "predicted": predicted,
-        "references": [" | ".join(val_set.explanations(i)) for i in picks],
-    }
-    if core.text_head is not None:
-        table["generated"] = core.text_head.generate(pixels, cam, features)
-    return image, table
 
 
 def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict) -> None:
@@ -367,26 +268,19 @@ def publish(best: Path, model_dir: Path) -> None:
         shutil.copytree(best, tmp, dirs_exist_ok=True)
 
 
-def export(core: MEGL, tokenizer, params: Params, dataset, backbone, variant, classes, epoch, out: Path) -> None:
-    """model.safetensors + config.json (+ tokenizer/). Tiny profiles are random-init, so their
-    frozen parts are saved too; a text head on local checkpoints keeps only what training changed."""
-    if not isinstance(core, MEGL):  # an MLLM baseline: what rebuilds it (paper: LoRA + projector)
-        weights = {k: v.cpu() for k, v in core.checkpoint_state_dict().items()}
-    else:
-        weights = {k: v.detach().cpu().contiguous() for k, v in core.state_dict().items()}
-    if core.text_head is not None and core.text_head.cfg.profile != "tiny":
-        keep = set(core.text_head.trainable_state_dict())
-        weights = {k: v for k, v in weights.items() if not k.startswith("text_head.") or k[len("text_head."):] in keep}
+def export(core, params: Params, dataset, backbone, variant, classes, epoch, out: Path) -> None:
+    """model.safetensors (the model contract's export_weights), config.json (+ tokenizer/)."""
     config = {
         "dataset": dataset, "backbone": backbone, "variant": variant, "classes": classes, "best_epoch": epoch,
         "backbone_params": dataclasses.asdict(params.backbone(backbone)),
         "variant_terms": dataclasses.asdict(params.variant(variant)),
-        "train": dataclasses.asdict(params.train), "text_head": params.text_head,
+        "train": dataclasses.asdict(params.train), "text_head": dataclasses.asdict(params.text_head),
         "grid": params.backbone(backbone).grid, "image_size": getattr(core, "image_size", None),
+        # read by the evaluate stage before anything heavy is imported (it starts METEOR's JVM early)
+        "writes_explanations": methods.get(params.variant(variant).method).writes_explanations(params.variant(variant)),
     }
     with atomic_dir(out) as tmp:
-        save_file(weights, str(tmp / "model.safetensors"))
+        save_file(core.export_weights(), str(tmp / "model.safetensors"))
         write_json(tmp / "config.json", config)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(tmp / "tokenizer"))
-
+        if core.tokenizer is not None:
+            core.tokenizer.save_pretrained(str(tmp / "tokenizer"))

@@ -33,7 +33,8 @@ from megl.evaluate.faithfulness import faithfulness_metrics
 from megl.evaluate.grounding import grounding_metrics, target_centres
 from megl.evaluate.localisation import localisation_metrics, upsample
 from megl.layout import RunKey, run_layout
-from megl.models.load import explainer_name, load_exported
+from megl.models.contract import Predictions
+from megl.models.load import load_exported
 from megl.visualize import overlay_grid
 
 
@@ -58,34 +59,14 @@ def _round(metrics: dict) -> dict:
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
 
 
-def predict_test_split(model, test_set: ExplanationDataset, batch_size: int, device, explainer=None, text: bool = True) -> dict:
-    """Logits, predicted-class CAMs (the model's explainer, or `explainer`) and (with a text head
-    and `text`) greedy explanations for the test split."""
-    loader = DataLoader(test_set, batch_size=batch_size, collate_fn=collate)
-    out = {"rows": [], "labels": [], "preds": [], "probs": [], "cams": [], "generated": []}
-    for batch in loader:
-        pixels = batch["pixels"].to(device)
-        logits, cam, features = model.explain(pixels, explainer=explainer)
-        out["rows"].append(batch["row"])
-        out["labels"].append(batch["label"])
-        out["preds"].append(logits.argmax(1).cpu())
-        out["probs"].append(logits.softmax(1).cpu())
-        out["cams"].append(cam.cpu())
-        if model.text_head is not None and text:
-            out["generated"] += model.text_head.generate(pixels, cam, features)
-    for key in ("rows", "labels", "preds", "probs", "cams"):
-        out[key] = torch.cat(out[key]).numpy()
-    return out
-
-
-def saliency_metrics(model, test_set: ExplanationDataset, pred: dict, gt_maps: tuple[np.ndarray, np.ndarray],
+def saliency_metrics(model, test_set: ExplanationDataset, pred: Predictions, gt_maps: tuple[np.ndarray, np.ndarray],
                      cfg: EvaluateConfig, batch_size: int, device) -> dict:
-    """The maps in pred (predict_test_split) against the GT maps where a sample has one
+    """The maps in pred (the model's predict_split) against the GT maps where a sample has one
     (localisation), and faithfulness on a fixed prefix of the test split (cost grows with steps x
     samples)."""
     size = test_set.images.shape[1]
     has, gt = gt_maps
-    metrics = localisation_metrics(torch.from_numpy(pred["cams"][has]), torch.from_numpy(gt), size, cfg.cam_threshold)
+    metrics = localisation_metrics(torch.from_numpy(pred.cams[has]), torch.from_numpy(gt), size, cfg.cam_threshold)
     n = min(cfg.faithfulness_samples, len(test_set))
     images = torch.stack([test_set[i]["pixels"] for i in range(n)]).to(device)
 
@@ -93,8 +74,8 @@ def saliency_metrics(model, test_set: ExplanationDataset, pred: dict, gt_maps: t
         with torch.no_grad():
             return model.classifier(x).logits.softmax(1)
 
-    saliency = upsample(torch.from_numpy(pred["cams"][:n]).to(device), size)
-    return metrics | faithfulness_metrics(predict, images, saliency, torch.from_numpy(pred["preds"][:n]).to(device),
+    saliency = upsample(torch.from_numpy(pred.cams[:n]).to(device), size)
+    return metrics | faithfulness_metrics(predict, images, saliency, torch.from_numpy(pred.preds[:n]).to(device),
                                           steps=cfg.faithfulness_steps, batch_size=batch_size)
 
 
@@ -115,7 +96,7 @@ def evaluate(params: Params, dataset: str, backbone: str, variant: str, paths: E
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model, config = load_exported(paths.model_dir)
         model.to(device)
-        writes_text = model.text_head is not None or getattr(model, "mode", None) == "cot"
+        writes_text = writes_explanations(config)
         if not writes_text and meteor is not None:
             meteor.close()
             meteor = None
@@ -123,12 +104,15 @@ def evaluate(params: Params, dataset: str, backbone: str, variant: str, paths: E
             from megl.evaluate.text import start_meteor
 
             meteor = start_meteor()  # its JVM loads while the test split is predicted
-        if config["variant_terms"].get("family") == "llava":
-            return _score_mllm(params, dataset, backbone, variant, paths, model, config, device, meteor)
-        return _score(params, dataset, backbone, variant, paths, model, config, device, meteor)
+        return score(params, dataset, backbone, variant, paths, model, config, device, meteor)
     finally:
         if meteor is not None:
             meteor.close()
+
+
+def writes_explanations(config: dict) -> bool:
+    """Whether an exported model generates explanations (its method's registry entry said so at export)."""
+    return bool(config.get("writes_explanations"))
 
 
 def _not_applicable(model_dir: Path) -> str | None:
@@ -142,7 +126,7 @@ def _not_applicable(model_dir: Path) -> str | None:
 
 
 def publish_not_applicable(params: Params, dataset, backbone, variant, paths: EvalPaths, reason: str) -> dict:
-    """The run the grid names but the method cannot do (megl.train.not_applicable): every output
+    """The run the grid names but the method cannot do (megl.methods.applicability): every output
     exists and says n/a, so DVC, the tables and the gate see a run without numbers, not a gap."""
     fields = {"dataset": dataset, "backbone": backbone, "variant": variant, "seed": params.train.seed, "not_applicable": reason}
     write_json(paths.metrics_file, fields)
@@ -154,30 +138,37 @@ def publish_not_applicable(params: Params, dataset, backbone, variant, paths: Ev
     return fields
 
 
-def _score(params: Params, dataset, backbone, variant, paths: EvalPaths, model, config, device, meteor) -> dict:
+def score(params: Params, dataset, backbone, variant, paths: EvalPaths, model, config, device, meteor) -> dict:
+    """Every metric the model allows (megl.models.contract): classification always; localisation and
+    faithfulness with a saliency map; text metrics and grounding when it writes explanations. A
+    metric the model cannot have is absent (the tables show n/a), never made up."""
     cfg: EvaluateConfig = params.evaluate
     data_dir = params.root / "data" / dataset
     test_set = ExplanationDataset(data_dir, "test", config["grid"], seed=params.train.seed)
     size = test_set.images.shape[1]
 
-    pred = predict_test_split(model, test_set, params.train.eval_batch_size, device)
+    pred = model.predict_split(test_set, params.train.eval_batch_size, device)
     run_fields = {"dataset": dataset, "backbone": backbone, "variant": variant, "seed": params.train.seed}
-    metrics = dict(run_fields) | model_fields(config, len(test_set.classes))
-    flat, f1_rows, confusion = classification_metrics(pred["labels"], pred["preds"], test_set.classes)
+    metrics = dict(run_fields) | model.describe(config, len(test_set.classes))
+    flat, f1_rows, confusion = classification_metrics(pred.labels, pred.preds, test_set.classes)
     metrics |= flat
+    if pred.unparsed is not None:
+        metrics["answers_without_class"] = pred.unparsed
 
-    has, gt = gt_maps_at_image_size(data_dir, pred["rows"], size, len(test_set.manifest))
-    metrics |= saliency_metrics(model, test_set, pred, (has, gt), cfg, params.train.eval_batch_size, device)
+    has = gt = None
+    if model.has_cam:
+        has, gt = gt_maps_at_image_size(data_dir, pred.rows, size, len(test_set.manifest))
+        metrics |= saliency_metrics(model, test_set, pred, (has, gt), cfg, params.train.eval_batch_size, device)
 
     references = {str(i): test_set.explanations(i) for i in range(len(test_set))}
-    if model.text_head is not None:
-        metrics |= text_metrics(test_set, pred["generated"], references, cfg, device, meteor)
-        ids = test_set.manifest["sample_id"].to_numpy()[pred["rows"]].tolist()
-        metrics |= grounding_metrics(pred["generated"], pred["cams"], size, [test_set.classes[i] for i in pred["labels"]],
+    if pred.generated is not None:
+        metrics |= text_metrics(test_set, pred.generated, references, cfg, device, meteor, lower_hypotheses=model.lower_hypotheses)
+        ids = test_set.manifest["sample_id"].to_numpy()[pred.rows].tolist()
+        metrics |= grounding_metrics(pred.generated, pred.cams, size, [test_set.classes[i] for i in pred.labels],
                                      target_centres(params, dataset, ids))
 
     metrics = _round(metrics)
-    efficiency = efficiency_metrics(model, test_set[0]["pixels"].unsqueeze(0).to(device), warmup=cfg.efficiency_warmup, iters=cfg.efficiency_iters)
+    efficiency = model.efficiency(_on(collate([test_set[0]]), device), cfg)
     # everything is computed: only now do this run's outputs replace the previous run's
     write_json(paths.metrics_file, metrics)
     write_json(paths.per_class_f1_file, f1_rows)
@@ -188,66 +179,8 @@ def _score(params: Params, dataset, backbone, variant, paths: EvalPaths, model, 
     return metrics
 
 
-def _score_mllm(params: Params, dataset, backbone, variant, paths: EvalPaths, model, config, device, meteor) -> dict:
-    """An MLLM baseline: classes parsed from greedy generations (megl.models.llava_baseline), the
-    Fine-tune-CoT explanations through the same text metrics as MEGL's. No CAM, so no mIoU or
-    faithfulness: those keys are absent and the tables show n/a."""
-    cfg: EvaluateConfig = params.evaluate
-    test_set = ExplanationDataset(params.root / "data" / dataset, "test", config["grid"], seed=params.train.seed)
-    rows, labels, preds, generated = [], [], [], []
-    for batch in DataLoader(test_set, batch_size=params.train.eval_batch_size, collate_fn=collate):
-        ids, explanations = model.predict(batch["pixels"].to(device), model.questions(batch))
-        rows += batch["row"].tolist()
-        labels += batch["label"].tolist()
-        preds += ids
-        generated += explanations
-    labels_np, preds_np = np.array(labels), np.array(preds)
-    mllm = config["variant_terms"].get("mllm") or {}
-    metrics = {"dataset": dataset, "backbone": backbone, "variant": variant, "seed": params.train.seed,
-               "model_family": "llava", "mllm_profile": mllm.get("profile", "tiny"), "num_classes": len(test_set.classes)}
-    flat, f1_rows, confusion = classification_metrics(labels_np, preds_np, test_set.classes)
-    metrics |= flat | {"answers_without_class": int((preds_np < 0).sum())}
-    references = {str(i): test_set.explanations(i) for i in range(len(test_set))}
-    if model.mode == "cot":
-        # hypotheses lower-cased too: the tiny tokenizer lower-cases, a real LLaVA's does not
-        metrics |= text_metrics(test_set, generated, references, cfg, device, meteor, lower_hypotheses=True)
-        ids = test_set.manifest["sample_id"].to_numpy()[rows].tolist()
-        metrics |= grounding_metrics(generated, None, test_set.images.shape[1], [test_set.classes[i] for i in labels],
-                                     target_centres(params, dataset, ids))
-    metrics = _round(metrics)
-    image = test_set[0]["pixels"].unsqueeze(0).to(device)
-    efficiency = mllm_efficiency(model, image, model.questions(collate([test_set[0]])), cfg)
-    write_json(paths.metrics_file, metrics)
-    write_json(paths.per_class_f1_file, f1_rows)
-    write_json(paths.confusion_file, confusion)
-    write_json(paths.efficiency_file, {k: metrics[k] for k in ("dataset", "backbone", "variant", "seed")} | efficiency)
-    frame = pd.DataFrame({
-        "sample_id": test_set.manifest["sample_id"].to_numpy()[rows],
-        "label": [test_set.classes[i] for i in labels],
-        "predicted": [test_set.classes[i] if i >= 0 else NO_CLASS for i in preds],
-        "generated": generated if model.mode == "cot" else [None] * len(rows),
-        "references": [references[str(i)] for i in range(len(rows))],
-    })
-    with atomic_dir(paths.results_dir) as tmp:
-        frame.to_parquet(tmp / "predictions.parquet", index=False)
-    log_to_run(params, dataset, backbone, variant, metrics, efficiency, paths)
-    return metrics
-
-
-def mllm_efficiency(model, image: torch.Tensor, question: list[str], cfg: EvaluateConfig) -> dict:
-    """Table 5 for an MLLM baseline at batch 1: one forward of the prompt with the image, no
-    decoding (the paper's protocol), and the full greedy answer (with its explanation for CoT)."""
-    from megl.evaluate.efficiency import median_seconds, runtime_fields
-
-    cls_s = median_seconds(lambda: model.classify_forward(image, question), cfg.efficiency_warmup, cfg.efficiency_iters, image.device)
-    full_s = median_seconds(lambda: model.generate(image, question), cfg.efficiency_warmup, cfg.efficiency_iters, image.device)
-    # peft keeps the original of each module it trains a copy of (modules_to_save): count the model once
-    total = sum(p.numel() for n, p in model.named_parameters() if ".original_module." not in n)
-    return {
-        "parameters_classifier": total, "parameters_total": total,
-        "latency_ms": round(cls_s * 1000, 3), "fps": round(1 / cls_s, 2),
-        "latency_explained_ms": round(full_s * 1000, 3), "fps_explained": round(1 / full_s, 2),
-    } | runtime_fields(image.device, next(model.parameters()).dtype)
+def _on(batch: dict, device) -> dict:
+    return batch | {"pixels": batch["pixels"].to(device)}
 
 
 def text_metrics(test_set, generated: list[str], references: dict[str, list[str]], cfg: EvaluateConfig, device, meteor,
@@ -261,21 +194,6 @@ def text_metrics(test_set, generated: list[str], references: dict[str, list[str]
     text = score_explanations(hypotheses, refs_lower, timeout_s=cfg.java_timeout_s, spice=cfg.spice, meteor=meteor)
     metrics = {k: v for k, v in text.items() if not k.startswith("seconds_") and k != "jvm_starts"}
     return metrics | clipscore(test_set, generated, cfg, device)
-
-
-def model_fields(config: dict, num_classes: int) -> dict:
-    """What the tables need to say which model a number comes from (tiny or real weights)."""
-    backbone = config["backbone_params"]
-    fields = {
-        "backbone_profile": backbone["profile"],
-        "backbone_pretrained": backbone.get("pretrained_path") is not None,
-        "num_classes": num_classes,
-        "explainer": explainer_name(config),
-    }
-    if config["variant_terms"]["text"]:
-        head = config["text_head"]
-        fields["text_head_profile"] = head.get("profile", "tiny")
-    return fields
 
 
 def clipscore(test_set, generated: list[str], cfg: EvaluateConfig, device) -> dict:
@@ -297,26 +215,31 @@ def clipscore(test_set, generated: list[str], cfg: EvaluateConfig, device) -> di
     return {"clipscore": float(np.mean(scores)), "clipscore_status": f"ok: {Path(cfg.clipscore_clip_path).name}"}
 
 
-def write_results(out: Path, test_set, pred, references, has, gt, n_gallery: int) -> None:
-    rows = pred["rows"]
+def write_results(out: Path, test_set, pred: Predictions, references, has, gt, n_gallery: int) -> None:
+    """predictions.parquet; with a saliency map also cams.npy and the gallery (PNG and HTML)."""
+    rows = pred.rows
     frame = pd.DataFrame({
         "sample_id": test_set.manifest["sample_id"].to_numpy()[rows],
-        "label": [test_set.classes[i] for i in pred["labels"]],
-        "predicted": [test_set.classes[i] for i in pred["preds"]],
-        "generated": pred["generated"] or [None] * len(rows),
+        "label": [test_set.classes[i] for i in pred.labels],
+        "predicted": [test_set.classes[i] if i >= 0 else NO_CLASS for i in pred.preds],
+        "generated": pred.generated or [None] * len(rows),
         "references": [references[str(i)] for i in range(len(rows))],
-        "has_visual": has,
     })
+    if pred.cams is None:
+        with atomic_dir(out) as tmp:
+            frame.to_parquet(tmp / "predictions.parquet", index=False)
+        return
+    frame["has_visual"] = has
     pick = list(np.flatnonzero(has)[:n_gallery])
     images = np.stack([np.asarray(test_set.images[r]) for r in rows[pick]]) if pick else None
     with atomic_dir(out) as tmp:
         frame.to_parquet(tmp / "predictions.parquet", index=False)
-        np.save(tmp / "cams.npy", pred["cams"].astype(np.float32))
+        np.save(tmp / "cams.npy", pred.cams.astype(np.float32))
         if pick:
             gt_by_row = dict(zip(np.flatnonzero(has), gt))
-            gt_grid = np.stack([np.asarray(Image.fromarray(gt_by_row[i]).resize(pred["cams"].shape[1:][::-1], Image.Resampling.BOX)) for i in pick])
+            gt_grid = np.stack([np.asarray(Image.fromarray(gt_by_row[i]).resize(pred.cams.shape[1:][::-1], Image.Resampling.BOX)) for i in pick])
             shown = frame.iloc[pick]
-            grid = overlay_grid(images, pred["cams"][pick], gt_grid, np.ones(len(pick), bool),
+            grid = overlay_grid(images, pred.cams[pick], gt_grid, np.ones(len(pick), bool),
                                 list(shown["label"]), list(shown["predicted"]))
             Image.fromarray(grid).save(tmp / "gallery.png")
             _gallery_html(tmp / "gallery.html", grid, frame.iloc[pick])

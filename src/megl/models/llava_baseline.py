@@ -48,6 +48,7 @@ import string
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
@@ -62,6 +63,7 @@ from transformers import (
 )
 
 from megl.config import LLAMA_LINEAR, ConfigError, MLLMConfig
+from megl.models.contract import Predictions, StepOutput, gallery_samples
 from megl.models.tokenizer import train_tokenizer
 
 IMAGE_TOKEN = "<image>"
@@ -390,10 +392,8 @@ class LlavaBaseline(nn.Module):
         """The batch's questions, the config's default where the source has none (ACT-X, generic)."""
         return [q or self.cfg.default_question for q in batch["question"]]
 
-    def forward(self, batch: dict):
+    def forward(self, batch: dict) -> StepOutput:
         """One training step's loss on megl.data.dataset.collate's batch (megl.train's loop)."""
-        from megl.models.megl import StepOutput
-
         loss = self.loss(batch["pixels"], self.questions(batch), batch["explanation"], batch["label"])
         return StepOutput(loss=loss, terms={"answer": loss}, logits=None, cam=None)
 
@@ -503,6 +503,79 @@ class LlavaBaseline(nn.Module):
         if self.cfg.profile == "paper":
             return self.trainable_state_dict_keys()
         return [n for n, _ in self.named_parameters()]
+
+    # ------------------------------------------------------------------ the model contract (megl.models.contract)
+    has_cam = False  # no saliency map: no localisation or faithfulness number is made up
+    lower_hypotheses = True  # the tiny tokenizer lower-cases, a real LLaVA's does not
+    text_head = None
+
+    def param_groups(self, lr: float, text_lr: float) -> list[dict]:
+        """A language model fine-tuned as a whole: at the language models' text_lr."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": text_lr}]
+
+    def export_weights(self) -> dict[str, torch.Tensor]:
+        """What rebuilds it (paper: LoRA + projector over model_path)."""
+        return {k: v.cpu() for k, v in self.checkpoint_state_dict().items()}
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        try:
+            self.load_checkpoint_state_dict(weights)
+        except KeyError as exc:
+            raise ValueError(str(exc)) from None
+
+    def gallery(self, val_set, n: int, device) -> tuple[None, dict[str, list]]:
+        """Generated answers against the references for the gallery's samples (no CAM: no image)."""
+        from megl.data.dataset import collate
+        from megl.evaluate.classification import NO_CLASS
+
+        picks, items, pixels = gallery_samples(val_set, n, device)
+        self.eval()
+        ids, generated = self.predict(pixels, self.questions(collate(items)))
+        return None, {
+            "sample": [val_set.manifest["sample_id"].iat[it["row"]] for it in items],
+            "label": [val_set.classes[it["label"]] for it in items],
+            "predicted": [val_set.classes[i] if i >= 0 else NO_CLASS for i in ids],
+            "references": [" | ".join(val_set.explanations(i)) for i in picks],
+            "generated": generated,
+        }
+
+    def predict_split(self, test_set, batch_size: int, device, explainer=None, text: bool = True) -> Predictions:
+        """Classes parsed from greedy generations; Fine-tune-CoT's explanations (cot mode)."""
+        from torch.utils.data import DataLoader
+
+        from megl.data.dataset import collate
+
+        rows, labels, preds, generated = [], [], [], []
+        for batch in DataLoader(test_set, batch_size=batch_size, collate_fn=collate):
+            ids, explanations = self.predict(batch["pixels"].to(device), self.questions(batch))
+            rows += batch["row"].tolist()
+            labels += batch["label"].tolist()
+            preds += ids
+            generated += explanations
+        preds_np = np.array(preds)
+        return Predictions(np.array(rows), np.array(labels), preds_np, generated if self.mode == "cot" and text else None,
+                           unparsed=int((preds_np < 0).sum()))
+
+    def describe(self, config: dict, num_classes: int) -> dict:
+        mllm = config["variant_terms"].get("mllm") or {}
+        return {"model_family": "llava", "mllm_profile": mllm.get("profile", "tiny"), "num_classes": num_classes}
+
+    def efficiency(self, batch: dict, cfg) -> dict:
+        """Table 5 at batch 1: one forward of the prompt with the image, no decoding (the paper's
+        protocol), and the full greedy answer (with its explanation for CoT)."""
+        from megl.evaluate.efficiency import median_seconds, runtime_fields
+
+        image = batch["pixels"].to(self.device)
+        question = self.questions(batch)
+        cls_s = median_seconds(lambda: self.classify_forward(image, question), cfg.efficiency_warmup, cfg.efficiency_iters, image.device)
+        full_s = median_seconds(lambda: self.generate(image, question), cfg.efficiency_warmup, cfg.efficiency_iters, image.device)
+        # peft keeps the original of each module it trains a copy of (modules_to_save): count the model once
+        total = sum(p.numel() for n, p in self.named_parameters() if ".original_module." not in n)
+        return {
+            "parameters_classifier": total, "parameters_total": total,
+            "latency_ms": round(cls_s * 1000, 3), "fps": round(1 / cls_s, 2),
+            "latency_explained_ms": round(full_s * 1000, 3), "fps_explained": round(1 / full_s, 2),
+        } | runtime_fields(image.device, next(self.parameters()).dtype)
 
 
 def _image_stats(folder: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:

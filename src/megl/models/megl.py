@@ -1,33 +1,31 @@
-"""The MEGL module: classifier + Grad-CAM + explanation losses (+ the SDTG text head).
+"""The MEGL module: classifier + Grad-CAM + the method's explanation loss (+ the SDTG text head).
 
-One forward pass computes the logits, the CAM of the ground-truth class (in the graph) and every
-loss term the variant uses; the training loop only calls backward on `loss`. The visual
-explanation-guided baselines (variant `loss`: GRADIA, HAICS, RES-G, RES-L, CDEP, RRR) are other
-explanation terms of this same module (megl.losses), so every method trains in the one loop.
+One forward pass computes the logits, the Grad-CAM the method reads (in the graph) and every loss
+term; the training loop only calls backward on `loss`. Which terms, on which CAM, comes from the
+variant's registry entry (megl.methods): MEGL's own terms and every visual explanation-guided
+baseline train in this one module and the one loop. It keeps the model contract
+(megl.models.contract) for the classifier methods.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
+import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
-from megl import losses
+from megl import methods
 from megl.config import VariantConfig
+from megl.losses import prediction_loss
+from megl.models.contract import Predictions, StepOutput
 from megl.models.gradcam import class_scores, explain, normalise, raw_map
 from megl.models.multilayer_cam import MultiLayerCAM
 
 
-@dataclasses.dataclass
-class StepOutput:
-    loss: torch.Tensor
-    terms: dict[str, torch.Tensor]  # each weighted-in term, for logging and the NaN check
-    logits: torch.Tensor
-    cam: torch.Tensor | None
-
-
 class MEGL(nn.Module):
+    has_cam = True
+    lower_hypotheses = False  # the tiny text head writes lower case itself
+
     def __init__(
         self,
         classifier: nn.Module,
@@ -44,17 +42,20 @@ class MEGL(nn.Module):
         image_size: int | None = None,
         explainer: str = "gradcam",
         explainer_layers: int = 4,
+        tokenizer=None,
     ) -> None:
         super().__init__()
         if variant.text and text_head is None:
             raise ValueError("a variant with the text term needs a text head")
+        self.method = methods.get(variant.method)
         self.classifier = classifier
         self.text_head = text_head
+        self.tokenizer = tokenizer
         self.variant = variant
         self.register_buffer("mean_map", mean_map.float(), persistent=False)
         self.lambda_visual = lambda_visual
         self.lambda_textual = lambda_textual
-        self.cam_mode = variant.cam_mode or cam_mode
+        self.cam_mode = self.method.cam_mode(variant, cam_mode)
         self.cam_eps = cam_eps
         self.consistency_input = consistency_input
         self.consistency_temperature = consistency_temperature
@@ -63,11 +64,12 @@ class MEGL(nn.Module):
         self.explainer = None
         if (variant.explainer or explainer) == "multilayer":
             self.explainer = MultiLayerCAM(min(explainer_layers, classifier.max_cam_depths), cam_eps)
-        self.mask_transform = None
-        if variant.loss == "res_l":
+        # the loss's own trainable state (RES-L's mask transform): trained, checkpointed, exported
+        self.loss_state = None
+        if self.method.state is not None:
             if image_size is None:
-                raise ValueError("RES-L needs the image size for its learned mask transform")
-            self.mask_transform = losses.LearnedMaskTransform(image_size, mean_map.shape[-1])
+                raise ValueError(f"{self.method.name} needs the image size for its loss state")
+            self.loss_state = self.method.state(image_size, mean_map.shape[-1])
 
     @property
     def cam_depths(self) -> int:
@@ -80,63 +82,124 @@ class MEGL(nn.Module):
 
     @property
     def needs_cam(self) -> bool:
-        v = self.variant
-        return v.visual or v.consistency or v.text or v.loss in ("gradia", "haics", "res_g", "res_l")
+        return self.method.uses_cam(self.variant)
 
     def forward(self, batch: dict) -> StepOutput:
         """batch: megl.data.dataset.collate's dict on the model's device."""
-        pixels, labels, has_map = batch["pixels"], batch["label"], batch["has_map"]
-        if self.variant.loss == "rrr":
+        pixels, labels = batch["pixels"], batch["label"]
+        if self.method.input_gradients:
             pixels = pixels.detach().requires_grad_(True)  # the penalty differentiates w.r.t. the input
         out = self.classifier(pixels, cam_depths=self.cam_depths if self.needs_cam else 1)
-        terms = {"pred": losses.prediction_loss(out.logits, labels)}
+        terms = {"pred": prediction_loss(out.logits, labels)}
         cam = raw = None
         if self.needs_cam:
-            # the ground-truth class while training: the explanation of the right answer is supervised
-            raw = raw_map(out, class_scores(out.logits, labels), self.cam_mode, self.explainer)
+            # while training: the true class's map (the explanation of the right answer is supervised),
+            # or the predicted class's for a method that penalises what the model looks at (RRR-G)
+            classes = labels if self.method.cam_class == "label" else out.logits.detach().argmax(1)
+            raw = raw_map(out, class_scores(out.logits, classes), self.cam_mode, self.explainer)
             cam = normalise(torch.relu(raw), self.cam_eps)
-        loss = self.variant.loss
-        if loss == "megl" and (self.variant.visual or self.variant.consistency):
-            terms["visual"] = self.lambda_visual * losses.explanation_loss(
-                cam, batch["gt_map"], has_map, self.mean_map, self.variant, self.cam_eps,
-                raw_cam=raw, consistency_input=self.consistency_input, temperature=self.consistency_temperature,
-            )
-        elif loss != "megl":
-            terms[loss] = self.variant.weight * self._baseline_term(batch, pixels, out, raw)
-        if self.variant.text:
-            ids, mask = (t.to(pixels.device) for t in self.text_head.encode(batch["explanation"]))
-            terms["textual"] = self.lambda_textual * self.text_head(pixels, cam, out.features, ids, mask)
+        if self.method.terms is not None:
+            terms |= self.method.terms(methods.StepInputs(
+                batch, pixels, out, raw, cam, self, minmax=lambda t: normalise(t, self.cam_eps), decompose=self._decompose,
+            ))
         return StepOutput(loss=sum(terms.values()), terms=terms, logits=out.logits, cam=cam)
 
-    def _baseline_term(self, batch: dict, pixels: torch.Tensor, out, raw: torch.Tensor | None) -> torch.Tensor:
-        """The unweighted explanation loss of a visual-EGL baseline (../shared/BASELINES.md)."""
-        loss, labels, has_map, input_map = self.variant.loss, batch["label"], batch["has_map"], batch["input_map"]
-        if loss == "rrr":
-            # Σ_k log p_k; with BatchNorm in train mode a sample's input gradient also carries the
-            # small batch-statistics coupling (Ross et al.'s MLP had none)
-            (grads,) = torch.autograd.grad(out.logits.log_softmax(1).sum(), pixels, create_graph=True)
-            irrelevant = 1 - losses.positive_region(input_map)
-            # Ross et al. sum both terms over the batch; CE here is a batch mean, so is the penalty
-            return (losses.rrr_penalty(grads, irrelevant) * has_map.to(grads.dtype)).mean()
-        if loss == "cdep":
-            from megl.models.contextual_decomposition import cd_logits
+    def _decompose(self, pixels: torch.Tensor, region: torch.Tensor):
+        from megl.models.contextual_decomposition import cd_logits
 
-            background = 1 - losses.positive_region(input_map)
-            rel, irrel = cd_logits(self.classifier, batch["pixels"], background)
-            return losses.annotated_mean(losses.cdep_penalty(rel, irrel, labels), has_map)
-        # the RES family: RES.py's linear normalisation of the raw Grad-CAM (min-max, no ReLU)
-        cam = normalise(raw, self.cam_eps)
-        target = losses.positive_at_grid(input_map, cam.shape[-1])
-        if loss == "gradia":
-            return losses.annotated_mean(losses.gradia_loss(cam, target), has_map)
-        if loss == "haics":
-            return losses.annotated_mean(losses.haics_loss(cam, target), has_map)
-        if loss == "res_g":
-            transformed = losses.scale_to_max(losses.gaussian_blur_3x3(target))
-        else:  # res_l
-            transformed = self.mask_transform(losses.positive_region(input_map))
-        return losses.res_loss(cam, target, transformed, has_map, self.variant.eta)
+        return cd_logits(self.classifier, pixels, region)
 
     def predict_batch(self, batch: dict) -> torch.Tensor:
         """Predicted class ids (the validation accuracy of the training loop)."""
         return self.classifier(batch["pixels"]).logits.argmax(1)
+
+    # --- the rest of the model contract --------------------------------------------------------------
+
+    def param_groups(self, lr: float, text_lr: float) -> list[dict]:
+        """The classifier and the loss's state at lr; the text head at text_lr."""
+        text_params = set(self.text_head.parameters()) if self.text_head is not None else set()
+        groups = [{"params": [p for p in self.parameters() if p.requires_grad and p not in text_params], "lr": lr}]
+        if text_params:
+            groups.append({"params": [p for p in self.text_head.parameters() if p.requires_grad], "lr": text_lr})
+        return groups
+
+    def export_weights(self) -> dict[str, torch.Tensor]:
+        """Tiny profiles are random-init, so their frozen parts are saved too; a text head on local
+        checkpoints keeps only what training changed."""
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        if self.text_head is not None and self.text_head.cfg.profile != "tiny":
+            keep = set(self.text_head.trainable_state_dict())
+            weights = {k: v for k, v in weights.items() if not k.startswith("text_head.") or k[len("text_head."):] in keep}
+        return weights
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """The exported weights back; a head on local checkpoints takes its frozen parts from them."""
+        strict = self.text_head is None or self.text_head.cfg.profile == "tiny"
+        missing, unexpected = self.load_state_dict(weights, strict=False)
+        if unexpected or (strict and missing):
+            raise ValueError(f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+    def gallery(self, val_set, n: int, device) -> tuple[np.ndarray | None, dict[str, list]]:
+        """CAM overlays against GT maps, and generated vs reference explanations, for the first n
+        validation samples with a GT map (then the first others): the same samples in every run."""
+        from megl.models.contract import gallery_samples
+        from megl.visualize import overlay_grid
+
+        picks, items, pixels = gallery_samples(val_set, n, device)
+        self.eval()
+        logits, cam, features = self.explain(pixels)
+        images = (pixels.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        labels = [val_set.classes[it["label"]] for it in items]
+        predicted = [val_set.classes[int(c)] for c in logits.argmax(1)]
+        image = overlay_grid(images, cam.cpu().numpy(), np.stack([it["gt_map"].numpy() for it in items]),
+                             np.array([it["has_map"] for it in items]), labels, predicted)
+        table = {
+            "sample": [val_set.manifest["sample_id"].iat[it["row"]] for it in items],
+            "label": labels,
+            "predicted": predicted,
+            "references": [" | ".join(val_set.explanations(i)) for i in picks],
+        }
+        if self.text_head is not None:
+            table["generated"] = self.text_head.generate(pixels, cam, features)
+        return image, table
+
+    def predict_split(self, test_set, batch_size: int, device, explainer=None, text: bool = True) -> Predictions:
+        """Logits, predicted-class CAMs (the model's explainer, or `explainer`) and (with a text head
+        and `text`) greedy explanations for the test split."""
+        from megl.data.dataset import collate
+
+        out = {"rows": [], "labels": [], "preds": [], "probs": [], "cams": []}
+        generated = [] if self.text_head is not None and text else None
+        for batch in DataLoader(test_set, batch_size=batch_size, collate_fn=collate):
+            pixels = batch["pixels"].to(device)
+            logits, cam, features = self.explain(pixels, explainer=explainer)
+            out["rows"].append(batch["row"])
+            out["labels"].append(batch["label"])
+            out["preds"].append(logits.argmax(1).cpu())
+            out["probs"].append(logits.softmax(1).cpu())
+            out["cams"].append(cam.cpu())
+            if generated is not None:
+                generated += self.text_head.generate(pixels, cam, features)
+        arrays = {k: torch.cat(v).numpy() for k, v in out.items()}
+        return Predictions(arrays["rows"], arrays["labels"], arrays["preds"], generated, arrays["cams"], arrays["probs"])
+
+    def describe(self, config: dict, num_classes: int) -> dict:
+        """What the tables need to say which model a number comes from (tiny or real weights)."""
+        from megl.models.load import explainer_name
+
+        backbone = config["backbone_params"]
+        fields = {
+            "backbone_profile": backbone["profile"],
+            "backbone_pretrained": backbone.get("pretrained_path") is not None,
+            "num_classes": num_classes,
+            "explainer": explainer_name(config),
+        }
+        if self.text_head is not None:
+            fields["text_head_profile"] = config["text_head"].get("profile", "tiny")
+        return fields
+
+    def efficiency(self, batch: dict, cfg) -> dict:
+        """Table 5 at batch 1: the classifier alone, and with the CAM and the generated text."""
+        from megl.evaluate.efficiency import efficiency_metrics
+
+        return efficiency_metrics(self, batch["pixels"], warmup=cfg.efficiency_warmup, iters=cfg.efficiency_iters)
