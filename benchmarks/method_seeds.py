@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from megl.atomic import write_json  # noqa: E402
 from megl.config import load_params  # noqa: E402
-from megl.data.dataset import ExplanationDataset, collate  # noqa: E402
+from megl.data.dataset import ExplanationDataset  # noqa: E402
 from megl.data.decoy_fmnist import SIDE as FMNIST_SIDE  # noqa: E402
 from megl.data.extracted import read_manifest  # noqa: E402
 from megl.evaluate.grounding import grounding_metrics, synthetic_truth, target_centres  # noqa: E402
@@ -50,7 +50,8 @@ from megl.evaluate.run import gt_maps_at_image_size, saliency_metrics, text_metr
 from megl.models.load import explainer_name, load_exported  # noqa: E402
 from megl.models.multilayer_cam import MultiLayerCAM  # noqa: E402
 from megl.models.sdtg import SDTGHead  # noqa: E402
-from megl.train import RunPaths, train  # noqa: E402
+from megl.layout import RunKey, data_dir, run_layout  # noqa: E402
+from megl.train import train  # noqa: E402
 
 
 def parse_extra(spec: str) -> tuple[str, str, dict]:
@@ -168,13 +169,13 @@ def ensure_extracted(params_file: Path, dataset: str, work: Path) -> None:
     """An overlay's dataset that the repository has not extracted yet (e.g. configs/pretrained.yaml's
     112 px Object-ME): extract it and build its saliency maps with the stages' own functions, into
     the repository's data/ (where `dvc repro` would put them), reports into the work folder."""
-    if (REPO / "data" / dataset / "manifest.parquet").is_file():
+    if (data_dir(REPO, dataset) / "manifest.parquet").is_file():
         return
     from megl.data.extract import extract_dataset
     from megl.data.saliency import build_saliency
 
     params = load_params(params_file)
-    ds, out = params.dataset(dataset), REPO / "data" / dataset
+    ds, out = params.dataset(dataset), data_dir(REPO, dataset)
     print(f"extracting {dataset} (not in data/ yet) ...", file=sys.stderr, flush=True)
     extract_dataset(dataset, ds, params.split, out, work / "reports" / dataset / "dataset.json")
     build_saliency(dataset, ds, params.saliency, out, out / "saliency", work / "reports" / dataset / "saliency.json")
@@ -183,8 +184,7 @@ def ensure_extracted(params_file: Path, dataset: str, work: Path) -> None:
 def run_one(params_file: Path, dataset: str, backbone: str, variant: str, seed: int, name: str, probe: bool = False,
             explainers: tuple[str, ...] = ()) -> dict:
     params = load_params(params_file).with_seed(seed)
-    run = Path(dataset) / backbone / name / f"s{seed}"
-    paths = RunPaths(params.root / "models" / run, params.root / "checkpoints" / run, params.root / "metrics" / run / "train.json")
+    paths = run_layout(params.root, RunKey(dataset, backbone, name, seed))
     t0 = time.perf_counter()
     with without_image_tokens(probe):
         summary = train(params, dataset, backbone, variant, paths)
@@ -194,12 +194,12 @@ def run_one(params_file: Path, dataset: str, backbone: str, variant: str, seed: 
     row = {
         "dataset": dataset, "backbone": backbone, "variant": name, "seed": seed,
         "text_head": text_head_name(config), "explainer": explainer_name(config),
-        **score_test_split(model, config, REPO / "data" / dataset, params, seed, dataset),
+        **score_test_split(model, config, data_dir(REPO, dataset), params, seed, dataset),
         "best_val_accuracy": summary["best_val_accuracy"], "best_epoch": summary["best_epoch"],
         "seconds": round(time.perf_counter() - t0, 1),
     }
     if explainers and model.has_cam:
-        row["explainers"] = {e: explainer_scores(model, REPO / "data" / dataset, params, seed, e) for e in explainers}
+        row["explainers"] = {e: explainer_scores(model, data_dir(REPO, dataset), params, seed, e) for e in explainers}
     return row
 
 

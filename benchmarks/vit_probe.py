@@ -48,7 +48,8 @@ from megl.config import load_params  # noqa: E402
 from megl.data.synthetic.scene import border_width  # noqa: E402
 from megl.models import backbones  # noqa: E402
 from megl.models.load import load_exported  # noqa: E402
-from megl.train import RunPaths, train  # noqa: E402
+from megl.layout import RunKey, data_dir, run_layout  # noqa: E402
+from megl.train import train  # noqa: E402
 from method_seeds import score_test_split, scoped_params  # noqa: E402  (this script's folder is on sys.path)
 from transformers import ViTConfig  # noqa: E402
 
@@ -170,8 +171,7 @@ def no_decoy_copy(src: Path, dst: Path, image_size: int, decoy_size: float) -> N
 def run_probe(probe: Probe, work: Path, dataset: str, seed: int) -> dict:
     root = work / probe.data
     params = load_params(scoped_params(root, dict(probe.train), str(len(list(root.glob("params_*")))))).with_seed(seed)
-    run = Path(dataset) / probe.name.replace(" ", "_").replace("=", "")
-    paths = RunPaths(root / "models" / run, root / "checkpoints" / run, root / "metrics" / run / "train.json")
+    paths = run_layout(root, RunKey(dataset, "probes", probe.name.replace(" ", "_").replace("=", ""), seed))
     t0 = time.perf_counter()
     with probe_backbone(probe) as backbone:
         summary = train(params, dataset, backbone, probe.variant, paths)
@@ -180,7 +180,7 @@ def run_probe(probe: Probe, work: Path, dataset: str, seed: int) -> dict:
     return {
         "probe": probe.name, **{k: v for k, v in dataclasses.asdict(probe).items() if k != "name"},
         "dataset": dataset, "seed": seed,
-        **score_test_split(model, config, root / "data" / dataset, params, seed),
+        **score_test_split(model, config, data_dir(root, dataset), params, seed),
         "final_train_pred": round(last["train_pred"], 4),
         "final_train_visual": round(last["train_visual"], 4) if "train_visual" in last else None,
         "seconds": round(time.perf_counter() - t0, 1),

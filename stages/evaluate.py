@@ -37,10 +37,10 @@ def main() -> None:
 
             meteor = start_meteor()
     from megl.data.records import DataError
-    from megl.evaluate.run import EvalPaths, evaluate
+    from megl.evaluate.run import evaluate
 
     try:
-        metrics = evaluate(params, key.dataset, key.backbone, key.variant, EvalPaths.for_run(params.root, key), meteor)
+        metrics = evaluate(params, key.dataset, key.backbone, key.variant, layout, meteor)
     except (FileNotFoundError, TimeoutError, DataError) as exc:
         sys.exit(f"evaluate: {exc}")
     print(json.dumps(metrics))

@@ -9,7 +9,7 @@ from pathlib import Path
 from megl.config import ConfigError, load_params
 from megl.data.extract import extract_dataset
 from megl.data.records import DataError
-from megl.layout import dataset_report
+from megl.layout import data_dir, dataset_report
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
             args.dataset,
             cfg,
             params.split,
-            args.out or params.root / "data" / args.dataset,
+            args.out or data_dir(params.root, args.dataset),
             args.report or dataset_report(params.root, args.dataset),
         )
     except (ConfigError, DataError) as exc:

@@ -8,6 +8,7 @@ from pathlib import Path
 from megl.config import ConfigError, load_params
 from megl.data.records import DataError
 from megl.data.saliency import build_saliency
+from megl.layout import data_dir
 
 
 def main() -> None:
@@ -19,7 +20,7 @@ def main() -> None:
     args = parser.parse_args()
     try:
         params = load_params(args.params)
-        data = args.data or params.root / "data" / args.dataset
+        data = args.data or data_dir(params.root, args.dataset)
         report = build_saliency(
             args.dataset,
             params.dataset(args.dataset),

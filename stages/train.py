@@ -14,7 +14,8 @@ from megl.config import ConfigError
 from megl.data.records import DataError
 from megl.dvc_commit import record_by_hand_run
 from megl.run_cli import add_run_arguments, resolve_run
-from megl.train import RunPaths, train
+from megl.layout import run_layout
+from megl.train import train
 
 
 def main() -> None:
@@ -25,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     params, key = resolve_run(args, "train")
     try:
-        train(params, key.dataset, key.backbone, key.variant, RunPaths.for_run(params.root, key),
+        train(params, key.dataset, key.backbone, key.variant, run_layout(params.root, key),
               resume=args.resume, max_steps=args.max_steps)
     except (ConfigError, DataError, FloatingPointError) as exc:
         sys.exit(f"train: {exc}")

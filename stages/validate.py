@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from megl.atomic import write_bytes
-from megl.config import ConfigError, check_pipeline, load_params
+from megl.config import ConfigError, load_params
+from megl.pipeline_checks import check_pipeline
 
 OUT = Path("data") / "params.ok"
 

@@ -4,7 +4,8 @@ import textwrap
 import pytest
 import yaml
 
-from megl.config import ConfigError, check_pipeline, load_params
+from megl.config import ConfigError, load_params
+from megl.pipeline_checks import check_pipeline
 
 
 def write(tmp_path, text):
@@ -160,8 +161,8 @@ def test_bad_variant_blocks_name_the_key(repo, tmp_path, variant, message):
     raw = default_params(repo)
     raw["variants"]["bad"] = variant
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match=re.escape(message)):
-        load_params(tmp_path / "params.yaml")
+    with pytest.raises(ConfigError, match=re.escape(message)):  # the schema, else the validate stage's checks
+        check_pipeline(load_params(tmp_path / "params.yaml"))
 
 
 def test_decoy_overlay_makes_valid_params(repo, tmp_path):
@@ -187,7 +188,7 @@ def test_decoy_overlay_makes_valid_params(repo, tmp_path):
 def test_pretrained_overlay_makes_valid_params_and_names_make_weights(repo, tmp_path):
     """make pretrained-run's experiment: DINOv2-S/14 as a ViT backbone (arch vit), SmolLM2 as the
     text head's LLM; without `make weights` the path check names the missing folders."""
-    from megl.config import check_pipeline
+    from megl.pipeline_checks import check_pipeline
     from megl.dvc_overlay import overrides
 
     base = default_params(repo)

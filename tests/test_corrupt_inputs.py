@@ -11,7 +11,7 @@ import pytest
 from megl.data.dataset import ExplanationDataset
 from megl.data.records import DataError
 from megl.layout import RunKey, run_layout
-from megl.train import RunPaths, train
+from megl.train import train
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_stages_stop_naming_the_damaged_file(copy, small_params, repo):
     """Through the stage CLIs: a clear one-line error, exit 1, no traceback, previous outputs kept."""
     key = RunKey("object_me", "resnet18", "baseline", 0)
     lay = run_layout(copy, key)
-    train(small_params, "object_me", "resnet18", "baseline", RunPaths.for_run(copy, key), max_steps=2)
+    train(small_params, "object_me", "resnet18", "baseline", run_layout(copy, key), max_steps=2)
     assert stage(repo, "evaluate", copy / "params.yaml", *RUN).returncode == 0
     kept = {p: p.read_bytes() for p in (lay.test_metrics, lay.model_dir / "model.safetensors")}
 

@@ -11,22 +11,22 @@ from safetensors.torch import load_file
 
 from megl.config import VariantConfig
 from megl.models.load import load_exported
-from megl.evaluate.run import EvalPaths, evaluate
-from megl.layout import RunKey
-from megl.train import RunPaths, train
+from megl.evaluate.run import evaluate
+from megl.layout import RunKey, run_layout
+from megl.train import train
 
 ROOT = "evaluated"  # a root of its own under the session's pipeline folder
 
 
 def run_paths(root, backbone, variant):
-    return EvalPaths.for_run(root / ROOT, RunKey("object_me", backbone, variant, 0))
+    return run_layout(root / ROOT, RunKey("object_me", backbone, variant, 0))
 
 
 @pytest.fixture(scope="module")
 def trained(small_params):
     root = small_params.root
     for variant in ("megl", "baseline"):
-        train(small_params, "object_me", "resnet18", variant, RunPaths.for_run(root / ROOT, RunKey("object_me", "resnet18", variant, 0)))
+        train(small_params, "object_me", "resnet18", variant, run_layout(root / ROOT, RunKey("object_me", "resnet18", variant, 0)))
     return small_params
 
 
@@ -34,7 +34,7 @@ def trained(small_params):
 def test_megl_model_gets_every_metric_deterministically(trained):
     paths = run_paths(trained.root, "resnet18", "megl")
     metrics = evaluate(trained, "object_me", "resnet18", "megl", paths)
-    first = paths.metrics_file.read_bytes()
+    first = paths.test_metrics.read_bytes()
     for key in ("accuracy", "precision", "recall", "f1", "miou", "pointing_game", "relevance_mass",
                 "deletion_auc", "insertion_auc", "average_drop", "increase_in_confidence",
                 "bleu_1", "bleu_4", "meteor", "rouge_l", "cider", "chance_accuracy"):
@@ -52,20 +52,20 @@ def test_megl_model_gets_every_metric_deterministically(trained):
     assert {"grounding_named", "grounding_cam", "grounding_cam_chance", "grounding_target", "grounding_attributes"} <= set(metrics)
 
     evaluate(trained, "object_me", "resnet18", "megl", paths)
-    assert paths.metrics_file.read_bytes() == first  # same model, same bytes
+    assert paths.test_metrics.read_bytes() == first  # same model, same bytes
     text = first.decode()  # committed metrics must not depend on where the clone or its venv lives
     assert str(trained.root) not in text and ".venv" not in text and "site-packages" not in text
 
-    efficiency = json.loads(paths.efficiency_file.read_text())
+    efficiency = json.loads(paths.efficiency.read_text())
     assert efficiency["parameters_classifier"] > 0 and efficiency["fps"] > 0 and efficiency["batch_size"] == 1
     preds = pd.read_parquet(paths.results_dir / "predictions.parquet")
     assert len(preds) == metrics["test_samples"] and preds["generated"].map(len).gt(0).all()
     assert np.load(paths.results_dir / "cams.npy").shape == (len(preds), 8, 8)
     assert (paths.results_dir / "gallery.png").is_file() and "<table" in (paths.results_dir / "gallery.html").read_text()
     assert "columns: the image, the CAM of the predicted class, the ground-truth map" in (paths.results_dir / "gallery.html").read_text()
-    f1_rows = json.loads(paths.per_class_f1_file.read_text())
+    f1_rows = json.loads(paths.per_class_f1.read_text())
     assert [r["class"] for r in f1_rows] == json.loads((trained.root / "data/object_me/classes.json").read_text())
-    assert len(json.loads(paths.confusion_file.read_text())) == metrics["test_samples"]
+    assert len(json.loads(paths.confusion.read_text())) == metrics["test_samples"]
 
 
 def test_clipscore_with_a_local_clip_folder(trained, tmp_path):
@@ -139,14 +139,14 @@ def test_evaluation_lands_in_the_run_that_trained_the_model(small_params, monkey
     key = RunKey("object_me", "resnet18", "baseline", 0)
     tracked = dataclasses.replace(small_params, tracking=dataclasses.replace(small_params.tracking, enabled=True))
     older = dataclasses.replace(tracked, train=dataclasses.replace(tracked.train, lr=3e-4))
-    train(older, "object_me", "resnet18", "baseline", RunPaths.for_run(tmp_path / "older", key), max_steps=2)
-    train(tracked, "object_me", "resnet18", "baseline", RunPaths.for_run(tmp_path / "newer", key), max_steps=2)
+    train(older, "object_me", "resnet18", "baseline", run_layout(tmp_path / "older", key), max_steps=2)
+    train(tracked, "object_me", "resnet18", "baseline", run_layout(tmp_path / "newer", key), max_steps=2)
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("megl").experiment_id], order_by=["start_time ASC"])
     assert [r.info.run_name for r in runs] == ["object_me/resnet18/baseline/s0"] * 2
     first, second = (r.info.run_id for r in runs)
 
-    paths = EvalPaths.for_run(tmp_path / "older", key)
+    paths = run_layout(tmp_path / "older", key)
     metrics = evaluate(older, "object_me", "resnet18", "baseline", paths)
     assert client.get_run(first).data.metrics["test/accuracy"] == metrics["accuracy"]
     assert "test/accuracy" not in client.get_run(second).data.metrics
@@ -156,7 +156,7 @@ def test_evaluation_lands_in_the_run_that_trained_the_model(small_params, monkey
 @pytest.mark.parametrize("variant", ["llava", "finetune_cot"])
 def test_mllm_baseline_is_scored_by_its_parsed_answers(trained, variant):
     root = trained.root
-    train(trained, "object_me", "resnet18", variant, RunPaths.for_run(root / ROOT, RunKey("object_me", "resnet18", variant, 0)),
+    train(trained, "object_me", "resnet18", variant, run_layout(root / ROOT, RunKey("object_me", "resnet18", variant, 0)),
           max_steps=3)
     paths = run_paths(root, "resnet18", variant)
     metrics = evaluate(trained, "object_me", "resnet18", variant, paths)
@@ -168,14 +168,14 @@ def test_mllm_baseline_is_scored_by_its_parsed_answers(trained, variant):
     assert ("grounding_target" in metrics) == (variant == "finetune_cot") and "grounding_cam" not in metrics
     preds = pd.read_parquet(paths.results_dir / "predictions.parquet")
     assert len(preds) == metrics["test_samples"]
-    confusion = json.loads(paths.confusion_file.read_text())
+    confusion = json.loads(paths.confusion.read_text())
     wrong = sum(r["predicted"] == "(no class)" for r in confusion)
     assert wrong == metrics["answers_without_class"]
-    efficiency = json.loads(paths.efficiency_file.read_text())
+    efficiency = json.loads(paths.efficiency.read_text())
     assert efficiency["parameters_total"] > 0 and efficiency["latency_ms"] > 0 and efficiency["batch_size"] == 1
-    first = paths.metrics_file.read_bytes()
+    first = paths.test_metrics.read_bytes()
     evaluate(trained, "object_me", "resnet18", variant, paths)
-    assert paths.metrics_file.read_bytes() == first
+    assert paths.test_metrics.read_bytes() == first
 
 
 def test_multilayer_explainer_trains_exports_and_evaluates(trained):
@@ -183,7 +183,7 @@ def test_multilayer_explainer_trains_exports_and_evaluates(trained):
     root = trained.root
     params = dataclasses.replace(trained, variants={
         **trained.variants, "megl_multilayer": VariantConfig(visual=True, text=True, consistency=True, explainer="multilayer")})
-    run = RunPaths.for_run(root / ROOT, RunKey("object_me", "resnet18", "megl_multilayer", 0))
+    run = run_layout(root / ROOT, RunKey("object_me", "resnet18", "megl_multilayer", 0))
     train(params, "object_me", "resnet18", "megl_multilayer", run, max_steps=4)
     weights = load_file(run.model_dir / "model.safetensors")["explainer.layer_logits"]
     assert weights.shape == (2,) and not torch.equal(weights, torch.zeros(2))  # trained away from uniform
@@ -195,10 +195,10 @@ def test_multilayer_explainer_trains_exports_and_evaluates(trained):
 
 def test_not_applicable_run_is_evaluated_as_na(trained):
     root = trained.root
-    train(trained, "object_me", "vit_b16", "cdep", RunPaths.for_run(root / ROOT, RunKey("object_me", "vit_b16", "cdep", 0)))
+    train(trained, "object_me", "vit_b16", "cdep", run_layout(root / ROOT, RunKey("object_me", "vit_b16", "cdep", 0)))
     paths = run_paths(root, "vit_b16", "cdep")
     metrics = evaluate(trained, "object_me", "vit_b16", "cdep", paths)
     assert "ResNet" in metrics["not_applicable"] and "accuracy" not in metrics
-    for f in (paths.metrics_file, paths.efficiency_file, paths.per_class_f1_file, paths.confusion_file):
+    for f in (paths.test_metrics, paths.efficiency, paths.per_class_f1, paths.confusion):
         assert f.is_file()
     assert (paths.results_dir / "NOT_APPLICABLE.txt").is_file()

@@ -12,8 +12,8 @@ import sklearn
 from PIL import Image
 
 from megl.data.images import to_rgb
-from megl.layout import RunKey
-from megl.train import RunPaths, train
+from megl.layout import RunKey, run_layout
+from megl.train import train
 
 PHOTOS = [Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg",
           Path(sklearn.__file__).parent / "datasets" / "images" / "china.jpg"]
@@ -24,7 +24,7 @@ def exported(small_params, tmp_path_factory):
     root = tmp_path_factory.mktemp("explain")
     out = {}
     for variant in ("megl", "llava"):
-        paths = RunPaths.for_run(root, RunKey("object_me", "resnet18", variant, 0))
+        paths = run_layout(root, RunKey("object_me", "resnet18", variant, 0))
         train(small_params, "object_me", "resnet18", variant, paths, max_steps=3)
         out[variant] = paths.model_dir
     return out

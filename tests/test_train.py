@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from megl import tracking
 from megl.layout import RunKey, run_layout
-from megl.train import RunPaths, train
+from megl.train import train
 
 VARIANTS = ["megl", "visual_text", "text", "visual", "baseline"]
 BASELINES = ["gradia", "haics", "res_g", "res_l", "cdep", "rrr"]
@@ -19,7 +19,7 @@ MLLMS = ["llava", "finetune_cot"]
 
 def paths(root, backbone, variant, tag=""):
     """The layout's paths under a root of their own per tag (runs that must not share folders)."""
-    return RunPaths.for_run(root / "runs" / (tag or "default"), RunKey("object_me", backbone, variant, 0))
+    return run_layout(root / "runs" / (tag or "default"), RunKey("object_me", backbone, variant, 0))
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "vit_b16"])
@@ -84,7 +84,7 @@ def test_same_params_same_weights_and_resume_is_bit_exact(small_params, variant)
         assert state.keys() == reference.keys()
         differ = [k for k in state if not torch.equal(state[k], reference[k])]
         assert not differ, f"{other.model_dir.relative_to(root)}: {len(differ)} tensors differ, e.g. {differ[:3]}"
-    full_summary, cut_summary = (json.loads(p.metrics_file.read_text()) for p in (full, cut))
+    full_summary, cut_summary = (json.loads(p.train_metrics.read_text()) for p in (full, cut))
     assert full_summary["history"] == cut_summary["history"]
     # the resumed run counts the samples of the epochs before the resume too
     assert cut_summary["samples_per_rank"] == full_summary["samples_per_rank"] != [0]
@@ -102,9 +102,9 @@ def test_a_run_that_dies_keeps_the_previous_outputs(small_params, monkeypatch, t
     params = dataclasses.replace(small_params, tracking=dataclasses.replace(small_params.tracking, enabled=True))
     p = paths(small_params.root, "resnet18", "baseline", "_dies")
     train(params, "object_me", "resnet18", "baseline", p)
-    outputs = [p.model_dir / "model.safetensors", p.model_dir / "config.json", p.metrics_file, p.history_file]
+    outputs = [p.model_dir / "model.safetensors", p.model_dir / "config.json", p.train_metrics, p.history]
     before = {f: f.read_bytes() for f in outputs}
-    steps_per_epoch = json.loads(p.metrics_file.read_text())["steps"] // small_params.train.epochs
+    steps_per_epoch = json.loads(p.train_metrics.read_text())["steps"] // small_params.train.epochs
 
     client = MlflowClient(uri)
     for error, status in ((RuntimeError, "FAILED"), (KeyboardInterrupt, "KILLED")):

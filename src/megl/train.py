@@ -18,7 +18,6 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, set_seed
@@ -29,7 +28,7 @@ from megl.atomic import atomic_dir, write_json
 from megl.config import Params
 from megl.data.dataset import ExplanationDataset, collate
 from megl import methods
-from megl.layout import RunKey, run_layout
+from megl.layout import RunLayout, data_dir
 from megl.methods.applicability import not_applicable
 from megl.models.build import build_model
 from megl.tracking import MODEL_DIGEST_TAG, model_digest, run_name, run_tags, start_run
@@ -52,20 +51,6 @@ class EpochShuffle(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
-
-
-@dataclasses.dataclass
-class RunPaths:
-    model_dir: Path  # exported best model (a DVC output), replaced when the run has finished
-    checkpoint_dir: Path  # per-epoch Accelerate states and the best export so far (not tracked)
-    metrics_file: Path  # per-epoch history, best epoch (a DVC metric)
-    history_file: Path | None = None  # the per-epoch rows alone, for DVC plots
-
-    @classmethod
-    def for_run(cls, root: Path, key: RunKey) -> "RunPaths":
-        """The paths megl.layout gives this run under the project root."""
-        lay = run_layout(root, key)
-        return cls(lay.model_dir, lay.checkpoint_dir, lay.train_metrics, lay.history)
 
 
 def make_accelerator(grad_accum: int) -> Accelerator:
@@ -95,13 +80,13 @@ def train(
     dataset: str,
     backbone: str,
     variant: str,
-    paths: RunPaths,
+    paths: RunLayout,
     *,
     resume: bool = False,
     max_steps: int | None = None,
     log_step: StepLogger | None = None,
 ) -> dict:
-    """Train and export; returns the run summary (also written to paths.metrics_file)."""
+    """Train and export into the run's folders (megl.layout); returns the run summary (also written to paths.train_metrics)."""
     cfg = params.train
     reason = not_applicable(params, backbone, variant)  # the method's registry entry says where it applies
     if reason is not None:
@@ -111,10 +96,9 @@ def train(
     accelerator = make_accelerator(cfg.grad_accum)
 
     # --- data -----------------------------------------------------------------------------------
-    data_dir = params.root / "data" / dataset
     grid = params.backbone(backbone).grid
-    train_set = ExplanationDataset(data_dir, "train", grid, seed=cfg.seed)
-    val_set = ExplanationDataset(data_dir, "val", grid, seed=cfg.seed)
+    train_set = ExplanationDataset(data_dir(params.root, dataset), "train", grid, seed=cfg.seed)
+    val_set = ExplanationDataset(data_dir(params.root, dataset), "val", grid, seed=cfg.seed)
     texts = sorted({t for i in range(len(train_set)) for t in train_set.explanations(i)})
     train_loader = DataLoader(
         train_set, batch_size=cfg.batch_size, sampler=EpochShuffle(len(train_set), cfg.seed), collate_fn=collate, drop_last=True
@@ -213,9 +197,8 @@ def train(
         if accelerator.is_main_process:
             # the run has finished: its outputs replace the previous run's, the model folder first
             publish(best_dir, paths.model_dir)
-            write_json(paths.metrics_file, summary)
-            if paths.history_file is not None:
-                write_json(paths.history_file, state["history"])
+            write_json(paths.train_metrics, summary)
+            write_json(paths.history, state["history"])
             if params.tracking.enabled:
                 # evaluation finds this run by the model's digest (the folder holds no run id)
                 tracker.set_tags({MODEL_DIGEST_TAG: model_digest(paths.model_dir)})
@@ -230,15 +213,14 @@ def train(
     return summary
 
 
-def publish_not_applicable(params: Params, dataset, backbone, variant, paths: RunPaths, reason: str) -> dict:
+def publish_not_applicable(params: Params, dataset, backbone, variant, paths: RunLayout, reason: str) -> dict:
     """A run the grid names but the method cannot do: its outputs say so instead of a number."""
     fields = {"dataset": dataset, "backbone": backbone, "variant": variant, "seed": params.train.seed}
     with atomic_dir(paths.model_dir) as tmp:
         write_json(tmp / "config.json", fields | {"not_applicable": reason, "train": dataclasses.asdict(params.train)})
     summary = fields | {"not_applicable": reason, "history": []}
-    write_json(paths.metrics_file, summary)
-    if paths.history_file is not None:
-        write_json(paths.history_file, [])
+    write_json(paths.train_metrics, summary)
+    write_json(paths.history, [])
     print(f"train: {dataset}/{backbone}/{variant}: n/a: {reason}")
     return summary
 

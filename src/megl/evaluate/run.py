@@ -11,7 +11,6 @@ Outputs (paths chosen by the stage):
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
 import io
 import json
@@ -21,37 +20,19 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from megl.atomic import atomic_dir, write_json
 from megl.config import EvaluateConfig, Params
 from megl.data.dataset import ExplanationDataset, collate
 from megl.data.extracted import Saliency
 from megl.evaluate.classification import NO_CLASS, classification_metrics
-from megl.evaluate.efficiency import efficiency_metrics
 from megl.evaluate.faithfulness import faithfulness_metrics
 from megl.evaluate.grounding import grounding_metrics, target_centres
 from megl.evaluate.localisation import localisation_metrics, upsample
-from megl.layout import RunKey, run_layout
+from megl.layout import RunLayout, data_dir
 from megl.models.contract import Predictions
 from megl.models.load import load_exported
 from megl.visualize import overlay_grid
-
-
-@dataclasses.dataclass
-class EvalPaths:
-    model_dir: Path
-    metrics_file: Path
-    efficiency_file: Path
-    per_class_f1_file: Path
-    confusion_file: Path
-    results_dir: Path
-
-    @classmethod
-    def for_run(cls, root: Path, key: RunKey) -> "EvalPaths":
-        """The paths megl.layout gives this run under the project root."""
-        lay = run_layout(root, key)
-        return cls(lay.model_dir, lay.test_metrics, lay.efficiency, lay.per_class_f1, lay.confusion, lay.results_dir)
 
 
 def _round(metrics: dict) -> dict:
@@ -84,7 +65,7 @@ def gt_maps_at_image_size(data_dir: Path, rows: np.ndarray, size: int, n_rows: i
     return Saliency(data_dir, size, n_rows, need_mean=False).maps_for(rows)
 
 
-def evaluate(params: Params, dataset: str, backbone: str, variant: str, paths: EvalPaths, meteor=None) -> dict:
+def evaluate(params: Params, dataset: str, backbone: str, variant: str, paths: RunLayout, meteor=None) -> dict:
     """`meteor`: a scorer from megl.evaluate.text.start_meteor(), started by the caller before its
     imports so that its JVM loads on the otherwise idle core (else one starts here); closed here."""
     try:
@@ -125,26 +106,26 @@ def _not_applicable(model_dir: Path) -> str | None:
         return None  # load_exported reports the damaged file
 
 
-def publish_not_applicable(params: Params, dataset, backbone, variant, paths: EvalPaths, reason: str) -> dict:
+def publish_not_applicable(params: Params, dataset, backbone, variant, paths: RunLayout, reason: str) -> dict:
     """The run the grid names but the method cannot do (megl.methods.applicability): every output
     exists and says n/a, so DVC, the tables and the gate see a run without numbers, not a gap."""
     fields = {"dataset": dataset, "backbone": backbone, "variant": variant, "seed": params.train.seed, "not_applicable": reason}
-    write_json(paths.metrics_file, fields)
-    write_json(paths.efficiency_file, fields)
-    write_json(paths.per_class_f1_file, [])
-    write_json(paths.confusion_file, [])
+    write_json(paths.test_metrics, fields)
+    write_json(paths.efficiency, fields)
+    write_json(paths.per_class_f1, [])
+    write_json(paths.confusion, [])
     with atomic_dir(paths.results_dir) as tmp:
         (tmp / "NOT_APPLICABLE.txt").write_text(reason + "\n")
     return fields
 
 
-def score(params: Params, dataset, backbone, variant, paths: EvalPaths, model, config, device, meteor) -> dict:
+def score(params: Params, dataset, backbone, variant, paths: RunLayout, model, config, device, meteor) -> dict:
     """Every metric the model allows (megl.models.contract): classification always; localisation and
     faithfulness with a saliency map; text metrics and grounding when it writes explanations. A
     metric the model cannot have is absent (the tables show n/a), never made up."""
     cfg: EvaluateConfig = params.evaluate
-    data_dir = params.root / "data" / dataset
-    test_set = ExplanationDataset(data_dir, "test", config["grid"], seed=params.train.seed)
+    folder = data_dir(params.root, dataset)
+    test_set = ExplanationDataset(folder, "test", config["grid"], seed=params.train.seed)
     size = test_set.images.shape[1]
 
     pred = model.predict_split(test_set, params.train.eval_batch_size, device)
@@ -157,7 +138,7 @@ def score(params: Params, dataset, backbone, variant, paths: EvalPaths, model, c
 
     has = gt = None
     if model.has_cam:
-        has, gt = gt_maps_at_image_size(data_dir, pred.rows, size, len(test_set.manifest))
+        has, gt = gt_maps_at_image_size(folder, pred.rows, size, len(test_set.manifest))
         metrics |= saliency_metrics(model, test_set, pred, (has, gt), cfg, params.train.eval_batch_size, device)
 
     references = {str(i): test_set.explanations(i) for i in range(len(test_set))}
@@ -170,10 +151,10 @@ def score(params: Params, dataset, backbone, variant, paths: EvalPaths, model, c
     metrics = _round(metrics)
     efficiency = model.efficiency(_on(collate([test_set[0]]), device), cfg)
     # everything is computed: only now do this run's outputs replace the previous run's
-    write_json(paths.metrics_file, metrics)
-    write_json(paths.per_class_f1_file, f1_rows)
-    write_json(paths.confusion_file, confusion)
-    write_json(paths.efficiency_file, run_fields | efficiency)
+    write_json(paths.test_metrics, metrics)
+    write_json(paths.per_class_f1, f1_rows)
+    write_json(paths.confusion, confusion)
+    write_json(paths.efficiency, run_fields | efficiency)
     write_results(paths.results_dir, test_set, pred, references, has, gt, cfg.gallery_samples)
     log_to_run(params, dataset, backbone, variant, metrics, efficiency, paths)
     return metrics
@@ -263,7 +244,7 @@ def _gallery_html(path: Path, grid: np.ndarray, rows: pd.DataFrame) -> None:
     )
 
 
-def log_to_run(params: Params, dataset, backbone, variant, metrics: dict, efficiency: dict, paths: EvalPaths) -> None:
+def log_to_run(params: Params, dataset, backbone, variant, metrics: dict, efficiency: dict, paths: RunLayout) -> None:
     """Add the test metrics and the gallery to the MLflow run that trained this model (the run
     tagged with the model folder's digest), or to a run of their own when that run is not in this
     store."""

@@ -12,13 +12,11 @@ from megl.config import Params
 
 def not_applicable(params: Params, backbone: str, variant: str) -> str | None:
     """Why this variant's method has no run on this backbone, or None."""
-    from megl.models.backbones import backbone_family
-
     method = methods.get(params.variant(variant).method)
     first = params.grid.backbones[0]
     if method.once_per_dataset and backbone != first:
         return f"{method.name} has no classifier backbone: it is trained once per dataset, in the {first} runs"
-    family = backbone_family(backbone, params.backbone(backbone).arch)
+    family = params.backbone(backbone).family
     if method.backbones is not None and family not in method.backbones:
         return method.elsewhere or f"{method.name} has no form on a {family} backbone (only {', '.join(method.backbones)})"
     return None

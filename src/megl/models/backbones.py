@@ -17,11 +17,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
 from transformers import AutoConfig, DeiTModel, Dinov2Model, ResNetConfig, ResNetModel, ViTConfig, ViTModel
+
+from megl.config import BackboneConfig, backbone_family  # noqa: F401  (the one backbone class; re-exported)
 
 # Inputs are pixels in [0, 1]; the classifier normalises them itself (ImageNet statistics, as the
 # pretrained ResNet-18 / ViT-B/16 checkpoints expect), so the text head can use the same tensor.
@@ -29,31 +30,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-# what a backbone name means when its params block sets no arch
-DEFAULT_ARCH = {"resnet18": "resnet", "vit_b16": "vit"}
 # model_type (a checkpoint's config.json) -> the transformers encoder a ViT backbone loads it as
 VIT_FAMILY = {"vit": ViTModel, "deit": DeiTModel, "dinov2": Dinov2Model}
-
-
-@dataclasses.dataclass(frozen=True)
-class BackboneConfig:
-    name: str
-    profile: Literal["tiny", "paper"] = "tiny"
-    pretrained_path: str | None = None
-    arch: Literal["resnet", "vit"] | None = None
-
-    @property
-    def family(self) -> str:
-        return backbone_family(self.name, self.arch)
-
-
-def backbone_family(name: str, arch: str | None = None) -> str:
-    """resnet or vit: the params block's arch, else what the name means by default."""
-    if arch is not None:
-        return arch
-    if name not in DEFAULT_ARCH:
-        raise ValueError(f"backbone {name!r}: set arch (resnet or vit) in its params block")
-    return DEFAULT_ARCH[name]
 
 
 @dataclasses.dataclass

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 from megl import methods
-from megl.config import ConfigError, MLLMConfig, Params, VariantConfig, build_dataclass
-from megl.models.backbones import BackboneConfig, build_classifier
+from megl.config import BackboneConfig, ConfigError, MLLMConfig, Params, VariantConfig, build_dataclass
+from megl.models.backbones import build_classifier
 
 
 def build_model(params: Params, dataset, backbone: str, variant: str, texts: list[str]):
@@ -26,7 +26,7 @@ def _classifier_model(params: Params, dataset, backbone: str, var: VariantConfig
     from megl.models.megl import MEGL
 
     bb = params.backbone(backbone)
-    classifier = build_classifier(BackboneConfig(backbone, bb.profile, bb.pretrained_path, bb.arch), len(dataset.classes))
+    classifier = build_classifier(bb, len(dataset.classes))
     size = dataset.images.shape[1]
     with torch.no_grad():
         cam_grid = classifier.eval()(torch.zeros(1, 3, size, size)).activations.shape[-1]
@@ -81,9 +81,8 @@ def _classifier_from_export(config: dict, variant: VariantConfig, model_dir: Pat
     from megl.models.load import explainer_name
     from megl.models.megl import MEGL
 
-    bb = config["backbone_params"]
-    classifier = build_classifier(BackboneConfig(config["backbone"], bb["profile"], bb["pretrained_path"], bb.get("arch")),
-                                  len(config["classes"]))
+    backbone = build_dataclass(BackboneConfig, {"name": config["backbone"]} | dict(config["backbone_params"]), "backbone_params")
+    classifier = build_classifier(backbone, len(config["classes"]))
     text_head, tokenizer = None, None
     if variant.text:
         from megl.config import TextHeadConfig

@@ -41,12 +41,10 @@ size and applies the CLIP normalisation itself. Nothing is seeded here; the call
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import string
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -62,7 +60,7 @@ from transformers import (
     LlavaForConditionalGeneration,
 )
 
-from megl.config import LLAMA_LINEAR, ConfigError, MLLMConfig
+from megl.config import MLLMConfig
 from megl.models.contract import Predictions, StepOutput, gallery_samples
 from megl.models.tokenizer import train_tokenizer
 
