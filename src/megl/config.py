@@ -59,7 +59,7 @@ class SyntheticConfig:
     decoy_size: float = 0.11
     # centre: the target near the centre, the decoy in a border corner (Ā, the train mean map, is
     # then the answer); varied: targets at varied places and scales, the decoy anywhere off the
-    # target (megl.data.synthetic.scene, README "The synthetic benchmark")
+    # target (megl.data.synthetic.scene, docs/data.md "The synthetic benchmark")
     geometry: Literal["centre", "varied"] = "centre"
     # objects: share of questions that do not ask for the object's identity (the reader filters them)
     off_topic_fraction: float = 0.0
@@ -376,7 +376,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     # how the consistency KL turns the CAM into a distribution: softmax of the raw Grad-CAM / T
     # (bounded gradient), or the paper-literal min-max-then-sum (its gradient grows as 1/(max-min)
-    # and swamps CE while CAMs are flat; README "Why the KL sees a softmax")
+    # and swamps CE while CAMs are flat; docs/methods.md "Why the KL sees a softmax")
     consistency_input: Literal["softmax", "minmax"] = "softmax"
     consistency_temperature: float = 1.0
     # Â for the explanation losses and the evaluation: Grad-CAM at the CAM layer, or MMEL's mix of

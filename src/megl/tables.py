@@ -369,7 +369,7 @@ def table2(runs: Runs) -> Table:
 
 TEXT_KEYS = [("clipscore", "CLIPScore"), ("bleu_4", "B4"), ("meteor", "M"), ("rouge_l", "R"), ("spice", "S"), ("cider", "C"),
              ("grounding_cam", "G-CAM"), ("grounding_target", "G-target")]
-GROUNDING_NOTE = (" G-CAM, G-target (README \"Grounding\"): of the explanations that name a position, the share of the "
+GROUNDING_NOTE = (" G-CAM, G-target (docs/evaluation.md \"Grounding\"): of the explanations that name a position, the share of the "
                   "CAM's mass inside the named region (a uniform CAM scores the region's area) and the share whose "
                   "region holds the true target's centre (synthetic benchmark only).")
 TEXT_HEAD_NOTE = {"tiny": "the tiny random-init text head (a 2-layer Llama and CLIP from config, not Vicuna / CLIP-ViT-L)"}

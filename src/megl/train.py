@@ -57,7 +57,7 @@ def make_accelerator(grad_accum: int) -> Accelerator:
     kwargs = []
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false") == "true" and not torch.cuda.is_available():
         # Without an explicit gloo group every CPU rank believes it is alone and trains on the
-        # whole dataset, silently (REFERENCE.md).
+        # whole dataset, silently (docs/reference.md).
         kwargs.append(InitProcessGroupKwargs(backend="gloo"))
     return Accelerator(gradient_accumulation_steps=grad_accum, kwargs_handlers=kwargs)
 

@@ -1,6 +1,6 @@
 """Human visual-explanation maps: load any of the shapes seen in the wild, validate, aggregate.
 
-Accepted files (REFERENCE.md; the release's exact format is unconfirmed):
+Accepted files (docs/reference.md "The source datasets"; the release's exact format is unconfirmed):
   .npy  one array
   .npz  one array under any key, or several 2-D arrays of one shape (one per annotator)
   .png .jpg .jpeg .bmp .tif .tiff  an image mask (grey levels; a colour mask is converted to grey)

@@ -1,5 +1,6 @@
-"""REX-style grounding of generated explanations (../shared/papers/rex-summary.md; README
-"Grounding"): are the words of an explanation true of where the model looked and of the image?
+"""REX-style grounding of generated explanations (docs/reference.md "The papers the explainers come
+from"; docs/evaluation.md "Grounding"): are the words of an explanation true of where the model
+looked and of the image?
 
 Positions. An explanation names a position in a phrase about the image or its centre ("in the
 top left of the image", "on the right of the image", "just above the center"; POSITION_PHRASES),

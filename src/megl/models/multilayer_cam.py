@@ -1,4 +1,4 @@
-"""MMEL's multi-layer explainer (../shared/papers/mmel-summary.md): Grad-CAM at several depths of
+"""MMEL's multi-layer explainer (docs/reference.md "The papers the explainers come from"): Grad-CAM at several depths of
 the backbone, brought to the CAM grid and mixed with softmax-normalised learnable layer weights.
 
     M_l   = Grad-CAM before the ReLU at depth l (the deepest is today's CAM layer)

@@ -1,4 +1,4 @@
-"""REX-style word-region attention for the SDTG head (../shared/papers/rex-summary.md).
+"""REX-style word-region attention for the SDTG head (docs/reference.md "The papers the explainers come from").
 
 REX couples each word of an explanation with the image region it refers to. Here each token's
 last hidden state h_t attends over the prefix grid's regions r (the SDTG prefix tokens, each plus

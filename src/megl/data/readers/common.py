@@ -25,7 +25,7 @@ def clean_explanations(value: Any, result: ReadResult) -> tuple[str, ...]:
     """A str or list of str -> stripped, single-line explanations; empty ones are dropped and counted.
 
     Newlines are folded to spaces here because a newline in a METEOR hypothesis or reference
-    deadlocks pycocoevalcap's Java wrapper (REFERENCE.md).
+    deadlocks pycocoevalcap's Java wrapper (docs/reference.md).
     """
     if value is None:
         raise RecordError("missing_explanation", "no explanation field")
@@ -65,7 +65,7 @@ def require(record: Any, key: str, kind: type | tuple[type, ...]) -> Any:
 def index_visual_maps(visual_dir: Path, splits: tuple[str, ...]) -> dict[str, Path]:
     """Map file stem -> path for the .npz/.npy files in visual_dir/<split>/ (and visual_dir itself).
 
-    The release's file naming is unconfirmed (REFERENCE.md), so readers look a sample up by
+    The release's file naming is unconfirmed (docs/reference.md), so readers look a sample up by
     each of its plausible ids (question id, key, image id) in this index.
     """
     index: dict[str, Path] = {}
