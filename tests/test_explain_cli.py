@@ -97,7 +97,7 @@ def test_clear_errors_before_any_image(exported, venv_bin, tmp_path):
     not_a_model = _megl(venv_bin, tmp_path, PHOTOS[0])
     assert not_a_model.returncode == 2 and "config.json: no exported model here" in not_a_model.stderr
     mllm = _megl(venv_bin, exported["llava"], PHOTOS[0])
-    assert mllm.returncode == 2 and "an MLLM baseline (llava) has no saliency map" in mllm.stderr
+    assert mllm.returncode == 2 and "llava has no saliency map (an MLLM baseline)" in mllm.stderr
     (tmp_path / "empty").mkdir()
     empty = _megl(venv_bin, exported["megl"], tmp_path / "empty")
     assert empty.returncode == 2 and "no images in this folder" in empty.stderr

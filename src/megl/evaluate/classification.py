@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 
-NO_CLASS = "(no class)"
+from megl.models.contract import NO_CLASS  # noqa: F401  (re-exported: the confusion lists use it)
 
 
 def classification_metrics(labels: np.ndarray, preds: np.ndarray, classes: list[str]) -> tuple[dict, list[dict], list[dict]]:

@@ -42,24 +42,15 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def efficiency_metrics(model, image: torch.Tensor, *, warmup: int, iters: int) -> dict:
-    """image: (1, 3, H, W) on the model's device."""
-    device = image.device
-    classifier = model.classifier
-
-    def classify():
-        with torch.no_grad():
-            classifier(image)
-
-    def classify_and_explain():
-        logits, cam, features = model.explain(image)
-        if model.text_head is not None:
-            model.text_head.generate(image, cam, features)
-
-    cls_s = median_seconds(classify, warmup, iters, device)
-    full_s = median_seconds(classify_and_explain, warmup, iters, device)
-    params = sum(p.numel() for p in classifier.parameters())
-    total = params + (sum(p.numel() for p in model.text_head.parameters()) if model.text_head is not None else 0)
+def efficiency_metrics(model, batch: dict, *, warmup: int, iters: int) -> dict:
+    """Table 5 for any model of the contract (megl.models.contract) on a one-sample batch on its
+    device: the median seconds of its classification call and of its call with the explanation,
+    and its parameter counts."""
+    image = batch["pixels"]
+    classify, classify_and_explain = model.timed_calls(batch)
+    cls_s = median_seconds(classify, warmup, iters, image.device)
+    full_s = median_seconds(classify_and_explain, warmup, iters, image.device)
+    params, total, dtype = model.size()
     return {
         "parameters_classifier": params,
         "parameters_total": total,
@@ -67,7 +58,7 @@ def efficiency_metrics(model, image: torch.Tensor, *, warmup: int, iters: int) -
         "fps": round(1 / cls_s, 2),
         "latency_explained_ms": round(full_s * 1000, 3),
         "fps_explained": round(1 / full_s, 2),
-    } | runtime_fields(device, next(classifier.parameters()).dtype)
+    } | runtime_fields(image.device, dtype)
 
 
 def runtime_fields(device: torch.device, dtype: torch.dtype) -> dict:

@@ -26,6 +26,7 @@ from megl.config import EvaluateConfig, Params
 from megl.data.dataset import ExplanationDataset, collate
 from megl.data.extracted import Saliency
 from megl.evaluate.classification import NO_CLASS, classification_metrics
+from megl.evaluate.efficiency import efficiency_metrics
 from megl.evaluate.faithfulness import faithfulness_metrics
 from megl.evaluate.grounding import grounding_metrics, target_centres
 from megl.evaluate.localisation import localisation_metrics, upsample
@@ -149,7 +150,8 @@ def score(params: Params, dataset, backbone, variant, paths: RunLayout, model, c
                                      target_centres(params, dataset, ids))
 
     metrics = _round(metrics)
-    efficiency = model.efficiency(_on(collate([test_set[0]]), device), cfg)
+    efficiency = efficiency_metrics(model, _on(collate([test_set[0]]), device), warmup=cfg.efficiency_warmup,
+                                    iters=cfg.efficiency_iters)
     # everything is computed: only now do this run's outputs replace the previous run's
     write_json(paths.test_metrics, metrics)
     write_json(paths.per_class_f1, f1_rows)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, DeiTModel, Dinov2Model, ResNetConfig, ResNetModel, ViTConfig, ViTModel
 
-from megl.config import BackboneConfig, backbone_family  # noqa: F401  (the one backbone class; re-exported)
+from megl.config import BackboneConfig  # noqa: F401  (the one backbone class, defined with the params; re-exported)
 
 # Inputs are pixels in [0, 1]; the classifier normalises them itself (ImageNet statistics, as the
 # pretrained ResNet-18 / ViT-B/16 checkpoints expect), so the text head can use the same tensor.

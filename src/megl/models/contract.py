@@ -11,7 +11,7 @@ asks which kind of model it holds.
     gallery(val_set, n, device)           an image of CAM overlays (None without a CAM) and a table
     predict_split(test_set, batch, device, explainer, text) -> Predictions    the test split
     describe(config, num_classes)         test.json's fields naming the model (tiny or real weights)
-    efficiency(image, question, cfg)      Table 5's numbers at batch 1
+    timed_calls(batch), size()            what Table 5 times at batch 1 (classify; classify + explain), and counts
     has_cam, lower_hypotheses             a saliency map to score; lower-case generations before scoring
 """
 
@@ -21,6 +21,8 @@ import dataclasses
 
 import numpy as np
 import torch
+
+NO_CLASS = "(no class)"  # the predicted label of an answer that names no class
 
 
 @dataclasses.dataclass

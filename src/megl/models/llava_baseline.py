@@ -61,7 +61,7 @@ from transformers import (
 )
 
 from megl.config import MLLMConfig
-from megl.models.contract import Predictions, StepOutput, gallery_samples
+from megl.models.contract import NO_CLASS, Predictions, StepOutput, gallery_samples
 from megl.models.tokenizer import train_tokenizer
 
 IMAGE_TOKEN = "<image>"
@@ -524,7 +524,6 @@ class LlavaBaseline(nn.Module):
     def gallery(self, val_set, n: int, device) -> tuple[None, dict[str, list]]:
         """Generated answers against the references for the gallery's samples (no CAM: no image)."""
         from megl.data.dataset import collate
-        from megl.evaluate.classification import NO_CLASS
 
         picks, items, pixels = gallery_samples(val_set, n, device)
         self.eval()
@@ -558,22 +557,16 @@ class LlavaBaseline(nn.Module):
         mllm = config["variant_terms"].get("mllm") or {}
         return {"model_family": "llava", "mllm_profile": mllm.get("profile", "tiny"), "num_classes": num_classes}
 
-    def efficiency(self, batch: dict, cfg) -> dict:
-        """Table 5 at batch 1: one forward of the prompt with the image, no decoding (the paper's
-        protocol), and the full greedy answer (with its explanation for CoT)."""
-        from megl.evaluate.efficiency import median_seconds, runtime_fields
+    def timed_calls(self, batch: dict):
+        """Table 5's two calls at batch 1: one forward of the prompt with the image, no decoding
+        (the paper's protocol), and the full greedy answer (with its explanation for CoT)."""
+        image, question = batch["pixels"].to(self.device), self.questions(batch)
+        return (lambda: self.classify_forward(image, question)), (lambda: self.generate(image, question))
 
-        image = batch["pixels"].to(self.device)
-        question = self.questions(batch)
-        cls_s = median_seconds(lambda: self.classify_forward(image, question), cfg.efficiency_warmup, cfg.efficiency_iters, image.device)
-        full_s = median_seconds(lambda: self.generate(image, question), cfg.efficiency_warmup, cfg.efficiency_iters, image.device)
+    def size(self) -> tuple[int, int, torch.dtype]:
         # peft keeps the original of each module it trains a copy of (modules_to_save): count the model once
         total = sum(p.numel() for n, p in self.named_parameters() if ".original_module." not in n)
-        return {
-            "parameters_classifier": total, "parameters_total": total,
-            "latency_ms": round(cls_s * 1000, 3), "fps": round(1 / cls_s, 2),
-            "latency_explained_ms": round(full_s * 1000, 3), "fps_explained": round(1 / full_s, 2),
-        } | runtime_fields(image.device, next(self.parameters()).dtype)
+        return total, total, next(self.parameters()).dtype
 
 
 def _image_stats(folder: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
