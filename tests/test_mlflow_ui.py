@@ -60,7 +60,7 @@ def test_rest_api_lists_the_sweep_and_serves_the_gallery(ablation_sweep, mlflow_
     assert sorted(children) == RUNS
     for name, child in children.items():
         tags = {t["key"]: t["value"] for t in child["data"]["tags"]}
-        assert tags["mlflow.parentRunId"] == parent["info"]["run_id"] and tags["seed"] == "0"
+        assert tags["mlflow.parentRunId"] == parent["info"]["run_id"] and tags["seed"] == "1"
         metrics = {m["key"] for m in child["data"]["metrics"]}
         assert {"test/accuracy", "val_accuracy", "train/loss"} <= metrics
         run_id = child["info"]["run_id"]
