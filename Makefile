@@ -9,7 +9,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
 .PHONY: venv docs weights browser fashion-mnist postgresql run decoy-run pretrained-run test test-fast lock mlflow-ui \
-	prefect-server prefect-serve prefect-worker shared-db shared-prefect-server shared-mlflow-server
+	prefect-server prefect-serve prefect-worker study shared-db shared-prefect-server shared-mlflow-server
 
 venv: $(STAMP)
 
@@ -51,6 +51,13 @@ run: venv fashion-mnist
 # to them).
 decoy-run: venv fashion-mnist
 	$(BIN)/python -m megl.dvc_overlay configs/decoy_fmnist.yaml
+
+# The fair comparison (docs/study.md): every method tuned by the same seeded random search on
+# validation data drawn like train, selected by the rule configs/study.yaml declares, then the
+# selected ones on fresh seeds, compared with 95 % intervals. Resumes where it stopped
+# (studies/<name>/runs.jsonl); STUDY_ARGS="--max-runs 20" bounds one call.
+study: venv fashion-mnist
+	$(BIN)/python pipeline/study.py configs/study.yaml $(STUDY_ARGS)
 
 # MEGL's ablation on the real pretrained weights (configs/pretrained.yaml: DINOv2-S/14 + SmolLM2),
 # a DVC experiment like decoy-run. Hours on two CPU cores (docs/pretrained.md).

@@ -23,6 +23,7 @@ def test_run_paths(tmp_path):
         "results_dir": "results/object_me/resnet18/megl/s2",
         "metrics_dir": "metrics/object_me/resnet18/megl/s2",
         "train_metrics": "metrics/object_me/resnet18/megl/s2/train.json",
+        "val_metrics": "metrics/object_me/resnet18/megl/s2/val.json",
         "test_metrics": "metrics/object_me/resnet18/megl/s2/test.json",
         "efficiency": "metrics/object_me/resnet18/megl/s2/efficiency.json",
         "plots_dir": "plots/object_me/resnet18/megl/s2",
@@ -68,7 +69,8 @@ def test_dvc_yaml_uses_the_layout(repo):
     assert [_expand(p, key) for p in _paths(train["plots"])] == [lay.relative(lay.history)]
     assert lay.relative(lay.model_dir) in [_expand(p, key) for p in evaluate["deps"]]
     assert [_expand(p, key) for p in _paths(evaluate["outs"])] == [lay.relative(lay.results_dir)]
-    assert [_expand(p, key) for p in _paths(evaluate["metrics"])] == [lay.relative(lay.test_metrics), lay.relative(lay.efficiency)]
+    assert [_expand(p, key) for p in _paths(evaluate["metrics"])] == [lay.relative(lay.test_metrics), lay.relative(lay.val_metrics),
+                                                                       lay.relative(lay.efficiency)]
     assert [_expand(p, key) for p in _paths(evaluate["plots"])] == [lay.relative(lay.per_class_f1), lay.relative(lay.confusion)]
 
 

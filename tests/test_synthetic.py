@@ -185,3 +185,23 @@ CENTRE_DIGESTS = {
     "object_me": "1352f6148fa45b158ad9a397088ff580b2bdeb1e2eaa095dbd6a3088b7ab0f0b",
     "action_me": "a7b88bc07d62c3269ac48e0bc55b6290fa54cbc5fdb27629d650255f544cd877",
 }
+
+
+def test_validation_drawn_like_train(repo):
+    """validation: in_distribution plants the decoy on val as on train (the test split keeps random
+    decoys); shifted (the default) leaves val random, as test."""
+    from megl.data.synthetic.plan import plan_samples
+
+    params = load_params(repo / "params.yaml")
+    n = 600
+    ids = [f"s{i:04d}" for i in range(n)]
+    labels = [i % 4 for i in range(n)]
+    names = ["a", "b", "c", "d"]
+    rates = {}
+    for validation in ("shifted", "in_distribution"):
+        cfg = small(repo, "object_me", num_samples=n, validation=validation)
+        plan = plan_samples(cfg, params.split, labels, names, ids)
+        rates[validation] = {s: np.mean([p.decoy_agrees for p in plan if p.final_split == s]) for s in ("train", "val", "test")}
+    assert rates["shifted"]["train"] == rates["in_distribution"]["train"] == 1.0
+    assert rates["in_distribution"]["val"] == 1.0 and rates["shifted"]["val"] < 0.5
+    assert rates["shifted"]["test"] == rates["in_distribution"]["test"] < 0.5  # test: the same random decoys

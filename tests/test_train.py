@@ -90,6 +90,23 @@ def test_same_params_same_weights_and_resume_is_bit_exact(small_params, variant)
     assert cut_summary["samples_per_rank"] == full_summary["samples_per_rank"] != [0]
 
 
+def test_checkpoint_last_exports_the_last_epoch_and_visual_l1_sum_scales_the_term(small_params):
+    """train.checkpoint: last exports the schedule's last epoch whatever val accuracy did (best_val:
+    the best val epoch); train.visual_l1: sum is the mean times the grid's 64 cells (paper Eq. 1)."""
+    logged = {}
+    for checkpoint, l1 in (("last", "sum"), ("best_val", "mean")):
+        cfg = dataclasses.replace(small_params.train, epochs=3, checkpoint=checkpoint, visual_l1=l1)
+        p = paths(small_params.root, "resnet18", "visual", f"_ckpt_{checkpoint}")
+        logged[l1] = []
+        summary = train(dataclasses.replace(small_params, train=cfg), "object_me", "resnet18", "visual", p,
+                        log_step=lambda s, v, out=logged[l1]: out.append(v))
+        config = json.loads((p.model_dir / "config.json").read_text())
+        expected = 2 if checkpoint == "last" else summary["best_epoch"]
+        assert summary["checkpoint"] == checkpoint and summary["exported_epoch"] == config["best_epoch"] == expected
+    # same seed, same first batch: the first step's L1 differs by the cell count only
+    assert logged["sum"][0]["visual"] == pytest.approx(64 * logged["mean"][0]["visual"], rel=1e-4)
+
+
 def test_a_run_that_dies_keeps_the_previous_outputs(small_params, monkeypatch, tmp_path):
     """Outputs are published when the run has finished: a crash or Ctrl-C in epoch 2 leaves the
     previous run's model folder, training summary and history as they were, and the MLflow run ends

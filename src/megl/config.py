@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ruamel.yaml.error import YAMLError
 
@@ -65,6 +65,10 @@ class SyntheticConfig:
     off_topic_fraction: float = 0.0
     # actions: samples of one extra, rare activity (the class-size filter removes it)
     rare_class_samples: int = 0
+    # what the val split is drawn like. shifted: its decoys are random, as on test (selecting on it
+    # reads the test distribution: DomainBed's "test-domain validation", an oracle); in_distribution:
+    # its decoys agree as on train (what a user has at training time; docs/study.md)
+    validation: Literal["shifted", "in_distribution"] = "shifted"
 
     def validate(self, where: str) -> None:
         if self.num_samples < 10:
@@ -264,6 +268,9 @@ class VariantConfig:
     # an MLLM baseline's model (tiny random-init or a local LLaVA-1.5); in the variant's own block, so
     # that editing it re-runs only that variant's stages. None: MLLMConfig's defaults
     mllm: MLLMConfig | None = None
+    # this variant's values of train.* keys (a study's trial: its learning rate, its λs), over the
+    # train block; train.seed comes from the grid
+    train: dict[str, Any] | None = None
 
     def validate(self, where: str) -> None:
         # the method and the keys it reads: megl.pipeline_checks (the registry needs torch; the schema does not)
@@ -383,6 +390,12 @@ class TrainConfig:
     # Grad-CAMs at the last `explainer_layers` stages / blocks (megl.models.multilayer_cam)
     explainer: Literal["gradcam", "multilayer"] = "gradcam"
     explainer_layers: int = 4
+    # the model a run exports: the epoch of the best val accuracy (early stopping on val), or the last
+    # epoch of a fixed schedule (DomainBed: no early stopping; docs/study.md "Schedule")
+    checkpoint: Literal["best_val", "last"] = "best_val"
+    # MEGL's L_visual per sample: the mean |Â - A| over the CAM grid's cells, or their sum (the paper's
+    # Eq. 1 writes a norm: grid cells x the mean; docs/methods.md "Scales")
+    visual_l1: Literal["mean", "sum"] = "mean"
 
     def validate(self, where: str) -> None:
         if self.consistency_temperature <= 0:
@@ -547,6 +560,51 @@ class ComputeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SelectionConfig:
+    """The study's model selection rule, declared before its runs (megl.study.selection): maximise
+    validation `metric`; trials within `tolerance` of the best are tied; among them maximise
+    `tie_break`; then the lowest trial number. Metrics of metrics/<run>/val.json."""
+
+    metric: Literal["accuracy", "f1", "miou"] = "accuracy"
+    tolerance: float = 0.01
+    tie_break: Literal["accuracy", "f1", "miou"] | None = "miou"
+
+    def validate(self, where: str) -> None:
+        if not 0 <= self.tolerance < 1:
+            raise ConfigError(f"{where}.tolerance: must be in [0, 1), got {self.tolerance}")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """The fair comparison (pipeline/study.py, docs/study.md): `trials` seeded random draws from
+    each compared variant's search space (its method's, megl.methods), trained with `search_seed`
+    and selected by `selection` on validation data; the selected ones on `final_seeds`."""
+
+    name: str
+    datasets: tuple[str, ...]
+    backbones: tuple[str, ...]
+    variants: tuple[str, ...]  # the compared methods: variant names of the variants block
+    baseline: str  # the variant every paired difference is taken against
+    search_seed: int  # the trials' draws and the search runs' training seed
+    trials: int
+    final_seeds: tuple[int, ...]
+    selection: SelectionConfig = SelectionConfig()
+
+    def validate(self, where: str) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+            raise ConfigError(f"{where}.name: a plain folder name, got {self.name!r}")
+        if self.trials < 1:
+            raise ConfigError(f"{where}.trials: must be >= 1, got {self.trials}")
+        if self.baseline not in self.variants:
+            raise ConfigError(f"{where}.baseline: {self.baseline!r} is not in {where}.variants {list(self.variants)}")
+        if not self.final_seeds or self.search_seed in self.final_seeds:
+            raise ConfigError(f"{where}.final_seeds: need at least one seed, none equal to search_seed "
+                              f"{self.search_seed} (the selected run's luck on validation would reach the test)")
+        if len(set(self.final_seeds)) != len(self.final_seeds) or min(self.final_seeds) < 0:
+            raise ConfigError(f"{where}.final_seeds: unique seeds >= 0, got {list(self.final_seeds)}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     root: Path  # the params file's folder: relative paths in the file, and stage outputs, live under it
     split: SplitConfig
@@ -564,9 +622,15 @@ class Params:
     text_head: TextHeadConfig  # the SDTG head (megl.models.sdtg)
     # raw data the pipeline makes from installed packages (decoy@<name> stages)
     decoys: dict[str, DecoyConfig] = dataclasses.field(default_factory=dict)
+    study: StudyConfig | None = None  # configs/study.yaml sets it for pipeline/study.py
 
     def validate(self, where: str) -> None:
         self._check_grid_names(self.grid, "grid.{kind}:")
+        for name, variant in self.variants.items():
+            self.variant_train(name, f"variants.{name}.train")  # ConfigError naming a bad override
+        if self.study is not None:
+            self._check_grid_names(GridConfig(self.study.datasets, self.study.backbones, self.study.variants, (0,)),
+                                   "study.{kind}:")
         for name in self.grid.backbones:
             grid = self.backbones[name].grid
             if grid not in self.saliency.grid_sizes:
@@ -613,10 +677,22 @@ class Params:
             raise ConfigError(f"unknown dataset {name!r}; params.yaml defines {sorted(self.datasets)}")
         return self.datasets[name]
 
-    def with_seed(self, seed: int) -> "Params":
-        """These params for one seed of the grid: train.seed is what the run, its export and its
-        tracked params carry."""
-        return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=seed))
+    def variant_train(self, name: str, where: str | None = None) -> TrainConfig:
+        """The train block with the variant's own `train:` values over it (checked as the block is)."""
+        own = self.variant(name).train
+        if not own:
+            return self.train
+        where = where or f"variants.{name}.train"
+        if "seed" in own:
+            raise ConfigError(f"{where}.seed: a run's seed comes from grid.seeds, not from its variant")
+        merged = build_dataclass(TrainConfig, dataclasses.asdict(self.train) | dict(own), where)
+        merged.validate(where)
+        return merged
+
+    def for_run(self, variant: str, seed: int) -> "Params":
+        """These params for one run: the variant's train values over the train block, train.seed the
+        run's. The run, its export and its tracked params carry them."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.variant_train(variant), seed=seed))
 
     def synthetic_source(self, name: str) -> SyntheticConfig:
         if name not in self.synthetic:

@@ -71,6 +71,7 @@ class RunLayout:
     metrics_dir: Path
     train_metrics: Path  # training summary: per-epoch history, best epoch (a DVC metric, not gated)
     test_metrics: Path  # test-split metrics (a DVC metric, gated)
+    val_metrics: Path  # val-split accuracy and localisation: what model selection may read (docs/study.md)
     efficiency: Path  # parameters, latency, FPS (a DVC metric, machine-dependent, not gated)
     plots_dir: Path
     history: Path  # per-epoch rows (DVC plot)
@@ -94,6 +95,7 @@ def run_layout(root: str | Path, key: RunKey) -> RunLayout:
         metrics_dir=metrics,
         train_metrics=metrics / "train.json",
         test_metrics=metrics / "test.json",
+        val_metrics=metrics / "val.json",
         efficiency=metrics / "efficiency.json",
         plots_dir=plots,
         history=plots / "history.json",

@@ -15,7 +15,8 @@ from megl.config import DEFAULT_PARAMS, ConfigError, Params, VariantConfig
 
 def variant_problems(params: Params) -> list[str]:
     """Each variant against its method's registry entry: the method exists, and the variant sets
-    only keys the method reads (a RES weight on MEGL, or `visual` on GRADIA, would be ignored)."""
+    only keys the method reads (a RES weight on MEGL, or `visual` on GRADIA, would be ignored).
+    Its own `train:` values apply to every method (Params.variant_train checks them)."""
     from megl import methods
 
     problems, default = [], VariantConfig()
@@ -26,7 +27,8 @@ def variant_problems(params: Params) -> list[str]:
             problems.append(f"variants.{name}.method: {exc.args[0]}")
             continue
         foreign = [f.name for f in dataclasses.fields(variant)
-                   if f.name != "method" and getattr(variant, f.name) != getattr(default, f.name) and f.name not in method.knobs]
+                   if f.name not in ("method", "train") and getattr(variant, f.name) != getattr(default, f.name)
+                   and f.name not in method.knobs]
         if foreign:
             problems.append(f"variants.{name}: method {variant.method!r} does not read {foreign} (it reads "
                             f"{sorted(method.knobs) or 'none of the variant keys'})")

@@ -47,4 +47,4 @@ def resolve_run(args: argparse.Namespace, stage: str) -> tuple[Params, RunKey]:
     # SIGTERM (kill, a cancelled Prefect task) unwinds like Ctrl-C: the MLflow run ends KILLED and
     # no half-written output replaces the previous run's
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    return params.with_seed(seed), key
+    return params.for_run(args.variant, seed), key

@@ -178,8 +178,12 @@ def train(
             )
             accelerator.print(json.dumps(state["history"][-1]))
             tracker.log_epoch(epoch, {k: v for k, v in state["history"][-1].items() if k != "epoch"})
-            if val_accuracy > state["best_val_accuracy"]:
+            improved = val_accuracy > state["best_val_accuracy"]
+            if improved:
                 state["best_val_accuracy"], state["best_epoch"] = val_accuracy, epoch
+            # train.checkpoint: the best val epoch's model, or the last epoch's (a fixed schedule)
+            if improved if cfg.checkpoint == "best_val" else epoch == cfg.epochs - 1 or _stopping(state, max_steps):
+                state["exported_epoch"] = epoch
                 if accelerator.is_main_process:
                     export(core, params, dataset, backbone, variant, train_set.classes, epoch, best_dir)
             state["epoch"] = epoch
@@ -191,6 +195,7 @@ def train(
         summary = {
             "dataset": dataset, "backbone": backbone, "variant": variant, "seed": cfg.seed,
             "best_epoch": state["best_epoch"], "best_val_accuracy": round(state["best_val_accuracy"], 6),
+            "checkpoint": cfg.checkpoint, "exported_epoch": state.get("exported_epoch", state["best_epoch"]),
             "epochs": len(state["history"]), "steps": state["step"], "history": state["history"],
             "world_size": accelerator.num_processes, "samples_per_rank": state["samples_per_rank"],
         }
@@ -223,6 +228,11 @@ def publish_not_applicable(params: Params, dataset, backbone, variant, paths: Ru
     write_json(paths.history, [])
     print(f"train: {dataset}/{backbone}/{variant}: n/a: {reason}")
     return summary
+
+
+def _stopping(state: dict, max_steps: int | None) -> bool:
+    """A smoke run (--max-steps) ends after this epoch: its last epoch is this one."""
+    return max_steps is not None and state["step"] >= max_steps
 
 
 def save_checkpoint(accelerator: Accelerator, folder: Path, state: dict) -> None:

@@ -112,6 +112,7 @@ def publish_not_applicable(params: Params, dataset, backbone, variant, paths: Ru
     exists and says n/a, so DVC, the tables and the gate see a run without numbers, not a gap."""
     fields = {"dataset": dataset, "backbone": backbone, "variant": variant, "seed": params.train.seed, "not_applicable": reason}
     write_json(paths.test_metrics, fields)
+    write_json(paths.val_metrics, fields)
     write_json(paths.efficiency, fields)
     write_json(paths.per_class_f1, [])
     write_json(paths.confusion, [])
@@ -150,16 +151,36 @@ def score(params: Params, dataset, backbone, variant, paths: RunLayout, model, c
                                      target_centres(params, dataset, ids))
 
     metrics = _round(metrics)
+    val = _round(run_fields | validation_metrics(model, folder, config["grid"], params, device, size))
     efficiency = efficiency_metrics(model, _on(collate([test_set[0]]), device), warmup=cfg.efficiency_warmup,
                                     iters=cfg.efficiency_iters)
     # everything is computed: only now do this run's outputs replace the previous run's
     write_json(paths.test_metrics, metrics)
+    write_json(paths.val_metrics, val)
     write_json(paths.per_class_f1, f1_rows)
     write_json(paths.confusion, confusion)
     write_json(paths.efficiency, run_fields | efficiency)
     write_results(paths.results_dir, test_set, pred, references, has, gt, cfg.gallery_samples)
     log_to_run(params, dataset, backbone, variant, metrics, efficiency, paths)
     return metrics
+
+
+def validation_metrics(model, folder: Path, grid: int, params: Params, device, size: int) -> dict:
+    """What model selection may read (megl.study.selection): accuracy and macro-F1 on the val split,
+    and, with a saliency map, its localisation against the val split's GT maps (annotations are
+    training-time data). Nothing of the test split."""
+    val_set = ExplanationDataset(folder, "val", grid, seed=params.train.seed)
+    pred = model.predict_split(val_set, params.train.eval_batch_size, device)
+    flat, _, _ = classification_metrics(pred.labels, pred.preds, val_set.classes)
+    out = {"split": "val", "accuracy": flat["accuracy"], "f1": flat["f1"], "chance_accuracy": flat["chance_accuracy"],
+           "val_samples": len(val_set)}
+    if model.has_cam and pred.cams is not None:
+        has, gt = gt_maps_at_image_size(folder, pred.rows, size, len(val_set.manifest))
+        if has.any():
+            loc = localisation_metrics(torch.from_numpy(pred.cams[has]), torch.from_numpy(gt), size,
+                                       params.evaluate.cam_threshold)
+            out |= {"miou": loc["miou"], "val_maps": int(has.sum())}
+    return out
 
 
 def _on(batch: dict, device) -> dict:

@@ -109,6 +109,8 @@ class Method:
     knobs: frozenset[str] = frozenset()
     # search space: param path -> distribution; "variant.<key>" is this variant's own block
     space: dict[str, Distribution] = dataclasses.field(default_factory=dict)
+    # which keys of `space` a variant's runs read (MEGL without its text term never reads λ_textual)
+    space_when: Callable[["VariantConfig", str], bool] = lambda v, key: True
     uses_cam_when: Callable[["VariantConfig"], bool] = lambda v: True
     label: Callable[["VariantConfig"], str] | None = None
 
@@ -123,5 +125,7 @@ class Method:
         """The variant's own cam_mode, else the method's, else train.cam_mode."""
         return variant.cam_mode or (train_mode if self.cam in (None, "train") else self.cam)
 
-    def search_space(self) -> dict[str, Distribution]:
-        return SHARED_SPACE | self.space
+    def search_space(self, variant: "VariantConfig | None" = None) -> dict[str, Distribution]:
+        """The shared space and the method's own; for a variant, only the keys its runs read."""
+        own = {k: d for k, d in self.space.items() if variant is None or self.space_when(variant, k)}
+        return SHARED_SPACE | own

@@ -32,4 +32,4 @@ CDEP = Method(name="cdep", display="CDEP", group="explanation", reference="Riege
               terms=cdep_terms, backbones=("resnet",), knobs=frozenset({"weight"}),
               elsewhere="CDEP needs contextual decomposition, which is defined for the ResNet's layers only; no "
                         "faithful decomposition exists for ViT (LayerNorm, softmax attention, GELU)",
-              space={"variant.weight": LogUniform(0.1, 1e4)})
+              space={"variant.weight": LogUniform(1.0, 1e4)})

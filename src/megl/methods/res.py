@@ -114,7 +114,7 @@ def res_l_terms(x: StepInputs) -> dict[str, torch.Tensor]:
 
 
 _RES = dict(group="explanation", cam="detached", knobs=frozenset({"weight", "cam_mode", "explainer"}),
-            space={"variant.weight": LogUniform(0.1, 10.0)})
+            space={"variant.weight": LogUniform(0.01, 100.0)})
 _ETA = frozenset({"weight", "eta", "cam_mode", "explainer"})
 
 GRADIA = Method(name="gradia", display="GRADIA", reference="Gao et al. 2022 (GRADIA), as RES.py runs it", terms=gradia_terms, **_RES)

@@ -43,6 +43,7 @@ class MEGL(nn.Module):
         explainer: str = "gradcam",
         explainer_layers: int = 4,
         tokenizer=None,
+        visual_l1: str = "mean",
     ) -> None:
         super().__init__()
         if variant.text and text_head is None:
@@ -59,6 +60,7 @@ class MEGL(nn.Module):
         self.cam_eps = cam_eps
         self.consistency_input = consistency_input
         self.consistency_temperature = consistency_temperature
+        self.visual_l1 = visual_l1
         self.image_size = image_size
         # MMEL's multi-layer Â: its layer weights are parameters of the model (trained, exported)
         self.explainer = None

@@ -1,7 +1,8 @@
 """What every synthetic sample will be, decided before anything is drawn.
 
-The decoy must agree with the label on the samples extraction will put in *train*, and be random
-on val/test. Extraction pools the source splits and re-splits them, so the plan calls the very
+The decoy must agree with the label on the samples extraction will put in *train* (and *val* when
+the benchmark's validation is drawn like train, `validation: in_distribution`), and be random on
+test (and on a `shifted` val). Extraction pools the source splits and re-splits them, so the plan calls the very
 same split function (megl.data.split) on the samples that extraction will keep.
 """
 
@@ -71,7 +72,8 @@ def plan_samples(
     for i in range(n):
         split = final.get(i)
         r = sample_rng(cfg.seed, i, stream=1)
-        agrees = split == "train" and r.random() < cfg.decoy_agreement
+        drawn_like_train = split == "train" or (split == "val" and cfg.validation == "in_distribution")
+        agrees = drawn_like_train and r.random() < cfg.decoy_agreement
         decoy = class_index[i] if agrees else int(r.integers(cfg.num_classes))
         planned.append(PlannedSample(i, sample_ids[i], class_index[i], str(source[i]), split, decoy))
     return planned

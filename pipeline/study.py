@@ -1,0 +1,307 @@
+"""The fair comparison (docs/study.md), as one command:
+
+    python pipeline/study.py [configs/study.yaml] [--phase search|final|report|all] [--max-runs N]
+
+1. search: params.yaml with the study file's blocks laid over it (its datasets, validation drawn
+   like train, schedule), plus one variant per trial: `study.trials` seeded random draws from each
+   compared method's search space (megl.study.sampling), each an ordinary variant of the grid.
+   Every trial trains with the search seed `study.search_seed` on every study dataset.
+2. selection, per dataset and method, by the declared rule over validation metrics only
+   (megl.study.selection) -> selection.json.
+3. final: each method at its selected trial, on `study.final_seeds` (fresh seeds: the search seed's
+   run was picked for being good on validation, so reusing it would carry that luck into the test).
+4. report: test accuracy and mIoU, mean ± 95 % t-interval over the final seeds, and the paired
+   difference to the baseline with its interval (megl.study.report) -> report.md, plots.
+
+Every run goes through DVC in a scratch worktree at this commit (pipeline/scratch.py): its stages,
+the shared cache and run-cache, MLflow runs nested under one parent run per invocation. After every
+run its record (the trial's values, validation and test metrics, seconds, the code it ran) is
+appended to studies/<name>/runs.jsonl: a study killed or stopped at a session's end resumes
+where it stopped (records of the same code and protocol are kept; `--max-runs` bounds one call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for _path in (REPO / "src", REPO / "pipeline"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import scratch  # noqa: E402
+from megl import tracking  # noqa: E402
+from megl.config import ConfigError, Params, load_params  # noqa: E402
+from megl.layout import RunKey  # noqa: E402
+from megl.study.selection import Trial, select  # noqa: E402
+from megl.study.trials import trials_of  # noqa: E402
+
+DEFAULT_STUDY = REPO / "configs" / "study.yaml"
+CODE = ("src", "stages", "dvc.yaml")  # what a run's numbers depend on besides its params
+
+
+# --- the study's params ----------------------------------------------------------------------------
+
+
+def _merge(base, overlay) -> None:
+    """overlay's mappings into base's, key by key; any other value replaces base's."""
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def study_params_text(params_text: str, overlay: dict, trials: dict[str, dict] | None = None,
+                      grid: dict[str, list] | None = None) -> str:
+    """params.yaml (comments kept) with the overlay's blocks laid over it, trial variants added, and
+    the grid set."""
+    yaml_rt = scratch._round_trip()
+    params = yaml_rt.load(params_text)
+    _merge(params, overlay)
+    for name, block in (trials or {}).items():
+        params["variants"][name] = block
+    text = scratch._dump(yaml_rt, params)
+    return scratch.with_grid(text, grid) if grid else text
+
+
+def load_study(params_text: str, where: Path) -> Params:
+    """The params the text holds, checked like params.yaml (ConfigError names the file `where`)."""
+    tmp = REPO / ".dvc" / "tmp" / f"study-params-{os.getpid()}.yaml"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(params_text)
+    try:
+        params = load_params(tmp)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace(str(tmp), f"{where} over params.yaml")) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    if params.study is None:
+        raise ConfigError(f"{where}: no `study:` block")
+    return params
+
+
+def protocol_digest(merged: dict) -> str:
+    """What the study's runs read of its params: a change there is a new protocol (its old records
+    are kept in runs.jsonl, not reused); an edit elsewhere in params.yaml is not."""
+    study = merged["study"]
+    datasets = {d: merged["datasets"][d] for d in study["datasets"]}
+    raw = {d["raw_dir"] for d in datasets.values()}
+    sources = {block: {k: v for k, v in (merged.get(block) or {}).items() if v["out_dir"] in raw}
+               for block in ("synthetic", "decoys")}
+    part = {"datasets": datasets, **sources, "variants": {v: merged["variants"][v] for v in study["variants"]},
+            "backbones": {b: merged["backbones"][b] for b in study["backbones"]},
+            **{k: merged.get(k) for k in ("split", "saliency", "train", "evaluate", "compute", "text_head", "study")}}
+    return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def code_digest() -> str:
+    """The committed tree of the code a run's numbers depend on (git's hashes of src/, stages/, dvc.yaml)."""
+    return hashlib.sha256(" ".join(scratch.git(REPO, "rev-parse", f"HEAD:{p}") for p in CODE).encode()).hexdigest()[:16]
+
+
+# --- the runs ---------------------------------------------------------------------------------------
+
+
+class Records:
+    """studies/<name>/runs.jsonl: one line per finished run, appended as it finishes."""
+
+    def __init__(self, folder: Path, code: str, protocol: str):
+        self.path = folder / "runs.jsonl"
+        self.code, self.protocol = code, protocol
+        self.all = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()] if self.path.is_file() else []
+
+    def current(self) -> list[dict]:
+        """The records this code and protocol would make again (others are kept, not used)."""
+        return [r for r in self.all if r["code"] == self.code and r["protocol"] == self.protocol]
+
+    def done(self, phase: str, run: str, hyperparameters: dict) -> bool:
+        return any(r["phase"] == phase and r["run"] == run and r["hyperparameters"] == hyperparameters for r in self.current())
+
+    def append(self, record: dict) -> None:
+        record = {"code": self.code, "protocol": self.protocol} | record
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.all.append(record)
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+HEADLINE = ("accuracy", "f1", "miou", "pointing_game", "relevance_mass", "bleu_4", "chance_accuracy", "test_samples", "val_samples",
+            "val_maps", "not_applicable")
+
+
+def run_one(tree: Path, key: RunKey, env: dict[str, str], log) -> dict:
+    """`dvc repro` of the run's train and evaluate stages in the worktree; its metrics."""
+    started = time.monotonic()
+    out = scratch.run_logged([scratch.dvc_command(), "repro", key.stage("train"), key.stage("evaluate")], tree, env,
+                             log, f"dvc repro {key.name}")
+    folder = tree / "metrics" / key.parts
+    train, val, test = _read(folder / "train.json"), _read(folder / "val.json"), _read(folder / "test.json")
+    return {
+        "seconds": round(time.monotonic() - started, 1),
+        "restored": f"Stage '{key.stage('train')}' is cached" in out or f"Stage '{key.stage('train')}' didn't change" in out,
+        "val": {k: v for k, v in val.items() if k in HEADLINE},
+        "test": {k: v for k, v in test.items() if k in HEADLINE},
+        "train": {"epochs": train.get("epochs"), "checkpoint_epoch": train.get("best_epoch"),
+                  "history": [{k: h[k] for k in ("epoch", "val_accuracy") if k in h} for h in train.get("history", [])]},
+        "not_applicable": test.get("not_applicable") or train.get("not_applicable"),
+    }
+
+
+def search_plan(params: Params, blocks: dict[str, dict]) -> dict[str, dict[str, tuple[int, dict, dict]]]:
+    """method variant -> {trial variant: (trial, values, its params block)}; `blocks`: the variants
+    block of the study's params, as written."""
+    study = params.study
+    return {v: trials_of(v, params.variant(v), blocks[v], study.search_seed, study.trials) for v in study.variants}
+
+
+def run_phase(phase: str, runs: list[tuple[RunKey, str, int, dict]], params_text: str, records: Records, commit: str,
+              env: dict[str, str], max_runs: int | None, log) -> int:
+    """Run what `records` lacks, in order, appending each record; returns how many ran."""
+    todo = [r for r in runs if not records.done(phase, r[0].name, r[3])]
+    if max_runs is not None:
+        todo = todo[:max_runs]
+    log(f"{phase}: {len(runs) - len([r for r in runs if not records.done(phase, r[0].name, r[3])])} of {len(runs)} runs "
+        f"recorded, {len(todo)} to run now")
+    if not todo:
+        return 0
+    with scratch.worktree(commit, params_text) as tree:
+        for i, (key, method, trial, values) in enumerate(todo, 1):
+            log(f"{phase} {i}/{len(todo)}: {key.name} {values}")
+            result = run_one(tree, key, env, log)
+            records.append({"phase": phase, "run": key.name, "dataset": key.dataset, "backbone": key.backbone,
+                            "method": method, "variant": key.variant, "trial": trial, "seed": key.seed,
+                            "hyperparameters": values, "commit": commit} | result)
+    return len(todo)
+
+
+# --- selection --------------------------------------------------------------------------------------
+
+
+def selection(params: Params, records: list[dict], datasets: list[str] | None = None) -> dict:
+    """dataset -> backbone -> method variant -> the chosen trial, from the search records'
+    validation metrics (a Trial holds nothing else)."""
+    rule = params.study.selection
+    out: dict = {}
+    for d in datasets or params.study.datasets:
+        for b in params.study.backbones:
+            for v in params.study.variants:
+                trials = [Trial(r["variant"], r["trial"], r["hyperparameters"], r["val"]) for r in records
+                          if r["phase"] == "search" and r["dataset"] == d and r["backbone"] == b and r["method"] == v]
+                choice = select(trials, rule.metric, rule.tolerance, rule.tie_break)
+                out.setdefault(d, {}).setdefault(b, {})[v] = {
+                    "trial_variant": choice.trial.variant if choice.trial else None,
+                    "trial": choice.trial.trial if choice.trial else None,
+                    "hyperparameters": choice.trial.hyperparameters if choice.trial else None,
+                    "val": choice.trial.val if choice.trial else None,
+                    "reason": choice.reason, "tied": list(choice.tied), "excluded": list(choice.excluded),
+                    "trials_recorded": len(trials),
+                }
+    return out
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(".incoming")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+# --- the command ------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", nargs="?", default=str(DEFAULT_STUDY), help="the study file (blocks laid over params.yaml)")
+    parser.add_argument("--phase", choices=("search", "final", "report", "all"), default="all")
+    parser.add_argument("--max-runs", type=int, help="run at most this many runs in this call (the rest: the next call)")
+    args = parser.parse_args(argv)
+
+    import yaml
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    study_file = Path(args.study)
+    try:
+        overlay = yaml.safe_load(study_file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        sys.exit(f"study: {study_file}: {exc}")
+    base = (REPO / "params.yaml").read_text()
+    merged = study_params_text(base, overlay)
+    try:
+        params = load_study(merged, study_file)
+    except ConfigError as exc:
+        sys.exit(f"study: {exc}")
+    study = params.study
+    changed = scratch.uncommitted_code(REPO)
+    if changed and args.phase != "report":
+        sys.exit(f"study: {REPO} has code changes that are not committed ({', '.join(changed[:8])}): the runs use the "
+                 "commit, so commit them (or stash them) first")
+    commit = scratch.head_commit(REPO)
+    folder = REPO / "studies" / study.name
+    protocol = protocol_digest(yaml.safe_load(merged))
+    records = Records(folder, code_digest(), protocol)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "study.yaml").write_text(study_file.read_text())
+
+    plan = search_plan(params, yaml.safe_load(merged)["variants"])
+    trial_blocks = {name: block for trials in plan.values() for name, (_, _, block) in trials.items()}
+    trial_method = {name: (v, k, values) for v, trials in plan.items() for name, (k, values, _) in trials.items()}
+    env = _stage_env(params)
+    budget = args.max_runs
+
+    chosen: dict = {}
+    for d in study.datasets:  # a dataset's search, its selection, its final runs: whole datasets come first
+        search_runs = [(RunKey(d, b, name, study.search_seed), *trial_method[name])
+                       for b in study.backbones for name in trial_blocks]
+        if args.phase in ("search", "all"):
+            grid = {"datasets": [d], "backbones": list(study.backbones), "variants": list(trial_blocks),
+                    "seeds": [study.search_seed]}
+            text = scratch.narrowed_params(study_params_text(base, overlay, trial_blocks, grid), grid)
+            n = run_phase("search", search_runs, text, records, commit, env, budget, log)
+            budget = None if budget is None else budget - n
+        if not all(records.done("search", key.name, values) for key, _, _, values in search_runs):
+            log(f"{d}: search not complete: its selection and final runs wait for it")
+            continue
+        chosen |= selection(params, records.current(), [d])
+        _write_json(folder / "selection.json", chosen)
+        if args.phase in ("final", "all"):
+            picked = {c["trial_variant"] for by_method in chosen[d].values() for c in by_method.values() if c["trial_variant"]}
+            grid = {"datasets": [d], "backbones": list(study.backbones), "variants": sorted(picked),
+                    "seeds": list(study.final_seeds)}
+            text = scratch.narrowed_params(study_params_text(base, overlay, trial_blocks, grid), grid)
+            runs = [(RunKey(d, b, c["trial_variant"], s), v, c["trial"], c["hyperparameters"])
+                    for b, by_method in chosen[d].items() for v, c in by_method.items() if c["trial_variant"]
+                    for s in study.final_seeds]
+            n = run_phase("final", runs, text, records, commit, env, budget, log)
+            budget = None if budget is None else budget - n
+
+    if args.phase in ("report", "all"):
+        from megl.study.report import write_report
+
+        write_report(params, records.current(), folder, protocol_note=f"commit {commit[:12]}, code {records.code}, "
+                                                                       f"protocol {protocol}")
+        log(f"report: {folder / 'report.md'}")
+    return 0
+
+
+def _stage_env(params: Params) -> dict[str, str]:
+    from flows import stage_env  # the sweep's: this venv's python for the stages, MLflow store
+
+    return stage_env(None, tracking.tracking_uri(REPO) if params.tracking.enabled else None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The study command end to end (pipeline/study.py) in a git + DVC copy of the repository with tiny
+params: a bounded call records part of the search and stops; the next resumes, selects on validation
+and runs the final seeds; a third has nothing to do. Trial values are the seeded draws; the
+workspace's own outputs are untouched."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from sweep_support import VENV_BIN, digest, git, tiny_repo
+
+pytestmark = pytest.mark.slow
+
+STUDY = {
+    "train": {"checkpoint": "last"},
+    "study": {"name": "tiny", "datasets": ["object_me"], "backbones": ["resnet18"], "variants": ["baseline", "gradia"],
+              "baseline": "baseline", "search_seed": 0, "trials": 2, "final_seeds": [1],
+              "selection": {"metric": "accuracy", "tolerance": 0.01, "tie_break": "miou"}},
+}
+
+
+def study(work, *args):
+    env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(work), "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return subprocess.run([sys.executable, "pipeline/study.py", "configs/study.yaml", *args], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=1200)
+
+
+def records(work):
+    path = work / "studies" / "tiny" / "runs.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def study_repo(tmp_path):
+    """The tiny repository with configs/study.yaml, committed (a study runs the commit)."""
+    work = tiny_repo(tmp_path / "repo")
+    (work / "configs").mkdir()
+    (work / "configs" / "study.yaml").write_text(yaml.safe_dump(STUDY))
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "study")
+    return work
+
+
+def test_study_resumes_selects_on_validation_and_reports(tmp_path):
+    work = study_repo(tmp_path)
+    before = digest(work)
+
+    first = study(work, "--max-runs", "3")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert len(records(work)) == 3 and "search not complete" in first.stdout
+    assert not (work / "studies" / "tiny" / "selection.json").exists()
+
+    second = study(work)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    found = records(work)
+    assert [r["phase"] for r in found] == ["search"] * 4 + ["final"] * 2
+    assert len({r["run"] for r in found if r["phase"] == "search"}) == 4  # each trial once: the resume ran the 4th only
+
+    # trial values are the seeded draws of each method's space
+    sys.path.insert(0, str(work / "src"))
+    from megl import methods
+    from megl.config import VariantConfig
+    from megl.study.sampling import draw
+
+    for r in found:
+        if r["phase"] == "search":
+            v = VariantConfig() if r["method"] == "baseline" else VariantConfig(method="gradia")
+            assert r["hyperparameters"] == draw(methods.get(v.method).search_space(v), 0, v.method, r["trial"])
+            assert set(r["val"]) >= {"accuracy", "f1", "val_samples"} and "accuracy" in r["test"]
+            assert r["train"]["epochs"] == 1 and r["train"]["checkpoint_epoch"] == 0
+    chosen = json.loads((work / "studies" / "tiny" / "selection.json").read_text())["object_me"]["resnet18"]
+    finals = {r["method"]: r for r in found if r["phase"] == "final"}
+    for method in ("baseline", "gradia"):
+        assert finals[method]["variant"] == chosen[method]["trial_variant"] and finals[method]["seed"] == 1
+        assert finals[method]["hyperparameters"] == chosen[method]["hyperparameters"]
+    report = (work / "studies" / "tiny" / "report.md").read_text()
+    assert "| GRADIA | gradia_t0" in report and "Selection (declared before the runs)" in report
+    assert (work / "studies" / "tiny" / "object_me-resnet18.png").stat().st_size > 1000
+
+    third = study(work)
+    assert third.returncode == 0 and "0 to run now" in third.stdout
+    assert len(records(work)) == 6
+    assert digest(work) == before  # the workspace's outputs: untouched (the study writes studies/)
+    assert git(work, "status", "--porcelain", "--", "dvc.lock", "params.yaml", "metrics") == ""
+    assert git(work, "status", "--porcelain", "--", "studies").strip() == "?? studies/"  # to be committed as it goes
+
+
+def test_uncommitted_code_and_a_bad_study_file_are_refused(tmp_path):
+    work = study_repo(tmp_path)
+    (work / "src" / "megl" / "losses.py").write_text((work / "src" / "megl" / "losses.py").read_text() + "\n# edited\n")
+    out = study(work)
+    assert out.returncode != 0 and "code changes that are not committed (src/megl/losses.py)" in out.stderr
+    bad = dict(STUDY, study=dict(STUDY["study"], final_seeds=[0]))
+    git(work, "checkout", "--", "src")
+    (work / "configs" / "study.yaml").write_text(yaml.safe_dump(bad))
+    out = study(work)
+    assert out.returncode != 0 and "configs/study.yaml over params.yaml" in out.stderr and "final_seeds" in out.stderr

@@ -1,0 +1,70 @@
+"""Trial hyperparameters: reproducible from the search seed, inside the declared space, and written
+into an ordinary variant block (megl.study.sampling, megl.study.trials)."""
+
+import pytest
+
+from megl import methods
+from megl.config import ConfigError, VariantConfig
+from megl.methods.base import LogUniform
+from megl.study.sampling import draw
+from megl.study.trials import search_space, trial_block, trials_of
+
+
+def test_draws_are_reproducible_and_inside_the_space():
+    space = methods.get("gradia").search_space()
+    first = [draw(space, 0, "gradia", k) for k in range(8)]
+    assert first == [draw(space, 0, "gradia", k) for k in range(8)]  # same seed, same values
+    assert len({tuple(d.values()) for d in first}) == 8  # the trials differ
+    assert first != [draw(space, 1, "gradia", k) for k in range(8)]  # another search seed, other values
+    for d in first:
+        assert 1e-4 <= d["train.lr"] <= 1e-2 and 0.01 <= d["variant.weight"] <= 100
+
+
+def test_a_hyperparameter_added_to_a_space_leaves_the_others_draws():
+    space = {"train.lr": LogUniform(1e-4, 1e-2)}
+    wider = space | {"variant.weight": LogUniform(0.1, 10)}
+    assert draw(space, 0, "x", 3)["train.lr"] == draw(wider, 0, "x", 3)["train.lr"]
+
+
+def test_the_plain_backbone_draws_only_the_learning_rate():
+    assert set(search_space(VariantConfig())) == {"train.lr"}
+    assert set(search_space(VariantConfig(visual=True, consistency=True, text=True))) == {
+        "train.lr", "train.lambda_visual", "train.lambda_textual"}
+    assert set(search_space(VariantConfig(visual=True))) == {"train.lr", "train.lambda_visual"}
+
+
+def test_trial_blocks_are_variant_blocks():
+    block = {"method": "cdep", "weight": 1.0}
+    out = trial_block(block, {"variant.weight": 250.0, "train.lr": 0.003})
+    assert out == {"method": "cdep", "weight": 250.0, "train": {"lr": 0.003}} and block == {"method": "cdep", "weight": 1.0}
+    trials = trials_of("megl", VariantConfig(visual=True, consistency=True, text=True),
+                       {"visual": True, "text": True, "consistency": True}, 0, 3)
+    assert list(trials) == ["megl_t00", "megl_t01", "megl_t02"]
+    k, values, blk = trials["megl_t01"]
+    assert k == 1 and blk["train"] == {key.split(".", 1)[1]: v for key, v in values.items()}
+    with pytest.raises(ValueError, match="expected variant"):
+        trial_block({}, {"evaluate.x": 1.0})
+
+
+def test_a_variants_train_values_reach_its_runs_only(tmp_path):
+    import yaml
+
+    from conftest import REPO
+    from megl.config import load_params
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["variants"]["gradia"]["train"] = {"lr": 0.004, "epochs": 7}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    params = load_params(path)
+    run = params.for_run("gradia", 3).train
+    assert (run.lr, run.epochs, run.seed) == (0.004, 7, 3) and isinstance(run.epochs, int)
+    assert params.for_run("megl", 3).train.lr == raw["train"]["lr"]
+    for bad, message in (({"lr": -1}, "variants.gradia.train.lr: must be > 0"),
+                         ({"lrr": 0.1}, r"variants.gradia.train: unknown key\(s\) \['lrr'\]"),
+                         ({"seed": 2}, "variants.gradia.train.seed: a run's seed comes from grid.seeds"),
+                         ({"epochs": "ten"}, "variants.gradia.train.epochs: expected an integer")):
+        raw["variants"]["gradia"]["train"] = bad
+        path.write_text(yaml.safe_dump(raw))
+        with pytest.raises(ConfigError, match=message):
+            load_params(path)
