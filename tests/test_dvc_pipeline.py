@@ -103,7 +103,7 @@ def test_repro_builds_everything_then_is_a_no_op(pipeline):
     # megl lost its consistency term above: the table names it by the terms it has
     assert "over 2 seeds" in table4 and "| Object-ME | ResNet18 (tiny) | Visual+Text | " in table4
     megl = next(line for line in table4.splitlines() if line.startswith("| Object-ME | ResNet18 (tiny) | Visual+Text | "))
-    assert megl.count(" ± ") == 2 and megl.endswith(" | 2 |")  # accuracy and mIoU: mean ± std over 2 seeds
+    assert megl.count(" ± ") == 2 and megl.endswith(" | 2 |")  # accuracy and mIoU: mean ± 95 % interval over 2 seeds
     assert ran(dvc("repro")) == set()
 
     # Dropping a seed re-runs nothing but the tables (its outputs stay on disk, out of the tables).

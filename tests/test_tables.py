@@ -1,5 +1,6 @@
-"""Tables from metrics JSON: paper layout, best bold / second underlined (never a tie, never a model
-at chance), tiny profiles labelled, unavailable metrics as n/a, differences in Table 4, mean ± std
+"""Tables from metrics JSON: paper layout, Tables 2 and 4 bold only paired differences whose 95 %
+interval excludes 0 (no ranking of means), the others best bold / second underlined (never a tie,
+never a model at chance), tiny profiles labelled, unavailable metrics as n/a, mean ± 95 % t-interval
 over seeds, partial grids, deterministic bytes."""
 
 import json
@@ -63,19 +64,21 @@ def test_tables_layout_marks_and_determinism(tmp_path):
     t1 = (tmp_path / "a/table1.md").read_text()
     assert "| Object-ME | 4,790 | 4,790 | 402 | 40 |" in t1
     t2 = (tmp_path / "a/table2.md").read_text().splitlines()
-    assert t2[1] == "| Backbone | Method | Object-ME Accuracy | Object-ME Precision | Object-ME Recall | Object-ME F1 | Object-ME mIoU |"
+    assert t2[1] == ("| Backbone | Method | Object-ME Accuracy | Object-ME Precision | Object-ME Recall | Object-ME F1 | "
+                     "Object-ME mIoU | Object-ME Accuracy - plain | Object-ME mIoU - plain |")
     resnet = [line for line in t2 if line.startswith("| ResNet18 (tiny)")]  # the tiny profile says so
     assert [line.split(" | ")[1] for line in resnet] == ["-", "Visual", "Text", "Visual+Text", "MEGL"]
-    assert "**0.7400**" in resnet[-1] and "<u>0.7300</u>" in resnet[-2]  # MEGL best, Visual+Text second (per backbone)
-    assert "**0.8400**" in [line for line in t2 if line.startswith("| ViT-B/16 (tiny)")][-1]
-    assert "0.5000 |" in resnet[-1] and "**0.5000**" not in t2[-1]  # precision: a constant column has no marks
+    # one seed: the paired differences to the plain backbone, no interval, nothing bold, nothing ranked
+    assert resnet[-1] == "| ResNet18 (tiny) | MEGL | 0.7400 | 0.5000 | 0.5000 | 0.5000 | 0.3000 | +0.0400 | -0.0400 |"
+    assert resnet[0] == "| ResNet18 (tiny) | - | 0.7000 | 0.5000 | 0.5400 | 0.5400 | 0.3400 | - | - |"
+    assert "**" not in "".join(t2[2:]) and "<u>" not in "".join(t2)
     assert "±" not in "".join(t2) and "One seed per cell: single runs, no spread" in t2[0]
-    assert "(tiny): random-init tiny profile" in t2[0]
+    assert "(tiny): random-init tiny profile" in t2[0] and "bold where its 95 % interval excludes 0" in t2[0]
     tex = (tmp_path / "a/table2.tex").read_text()
-    assert "\\textbf{0.7400}" in tex and "\\underline{0.7300}" in tex and "Seeds" not in tex
+    assert "\\textbf" not in tex and "\\underline" not in tex and "Seeds" not in tex
     csv = (tmp_path / "a/table2.csv").read_text().splitlines()
-    assert csv[0].endswith("Object-ME mIoU,Object-ME Seeds,Object-ME Above chance")
-    assert "ResNet18 (tiny),MEGL,0.7400,0.5000,0.5000,0.5000,0.3000,1,yes" in csv and "**" not in "".join(csv)
+    assert csv[0].endswith("Object-ME mIoU,Object-ME Accuracy - plain,Object-ME mIoU - plain,Object-ME Seeds,Object-ME Above chance")
+    assert "ResNet18 (tiny),MEGL,0.7400,0.5000,0.5000,0.5000,0.3000,+0.0400,-0.0400,1,yes" in csv and "**" not in "".join(csv)
     t4 = (tmp_path / "a/table4.md").read_text()
     assert "| Dataset | Backbone | Modules | Accuracy | Accuracy - MEGL | mIoU | mIoU - MEGL | Seeds |" in t4
     assert "| Object-ME | ResNet18 (tiny) | MEGL | 0.7400 | - | 0.3000 | - | 1 |" in t4
@@ -96,34 +99,35 @@ def test_missing_metrics_show_as_dash(tmp_path):
     runs = load_runs(tmp_path, ["object_me"], BACKBONES, VARIANTS, [0], CONFIGS)
     assert [lay.key.name for lay in runs.missing] == ["object_me/vit_b16/text/s0"]
     t = {t.name: t for t in build_tables(runs)}
-    assert "| ViT-B/16 (tiny) | Text | - | - | - | - | - |" in t["table2"].markdown()
-    assert "ViT-B/16 (tiny),Text,-,-,-,-,-,0,yes" in t["table2"].csv()
+    assert "| ViT-B/16 (tiny) | Text | - | - | - | - | - | - | - |" in t["table2"].markdown()
+    assert "ViT-B/16 (tiny),Text,-,-,-,-,-,-,-,0,yes" in t["table2"].csv()
     assert "| Object-ME | ViT-B/16 (tiny) | Text | - | - | - | - | 0 |" in t["table4"].markdown()
 
 
-def test_two_seeds_mean_and_sample_std(tmp_path):
+def test_two_seeds_mean_and_95_percent_interval(tmp_path):
     write_metrics(tmp_path, seed=0)
     write_metrics(tmp_path, seed=1, shift=0.06)
     t = tables(tmp_path, seeds=(0, 1))
-    # ResNet18 MEGL accuracy: seeds 0.74 and 0.80 -> mean 0.77, sample std |0.80 - 0.74| / sqrt(2) = 0.042426
+    # ResNet18 MEGL accuracy: seeds 0.74 and 0.80 -> mean 0.77, s = 0.042426, 95 % half-width
+    # t_{0.975, 1} s / sqrt(2) = 12.7062 x 0.03 = 0.3812: two seeds say little about a mean ...
     md2 = t["table2"].markdown()
-    assert "| ResNet18 (tiny) | MEGL | **0.7700 ± 0.0424** | 0.5000 ± 0.0000 |" in md2  # a tie for best: no mark
-    assert "<u>0.7600 ± 0.0424</u>" in md2  # Visual+Text: (0.73 + 0.79) / 2, second by the mean
-    assert "Mean ± sample standard deviation (ddof=1) over 2 seeds." in md2.splitlines()[0]
-    assert "\\textbf{0.7700 $\\pm$ 0.0424}" in t["table2"].latex()
-    assert "ResNet18 (tiny),MEGL,0.7700,0.5000,0.5000,0.5000,0.3300,2,yes" in t["table2"].csv()  # CSV: the mean, the seed count
+    # ... but the paired difference to the plain backbone is +0.04 in both seeds: it excludes 0, bold
+    assert "| ResNet18 (tiny) | MEGL | 0.7700 ± 0.3812 | 0.5000 ± 0.0000 | 0.5000 ± 0.0000 | 0.5000 ± 0.0000 | 0.3300 ± 0.3812 | **+0.0400 ± 0.0000** | **-0.0400 ± 0.0000** |" in md2
+    assert "Mean ± half-width of the 95 % t-interval over 2 seeds." in md2.splitlines()[0]
+    assert "\\textbf{+0.0400 $\\pm$ 0.0000}" in t["table2"].latex()
+    assert "ResNet18 (tiny),MEGL,0.7700,0.5000,0.5000,0.5000,0.3300,+0.0400,-0.0400,2,yes" in t["table2"].csv()  # CSV: the mean, the seed count
     # Table 4: mean accuracy and mIoU; the per-seed differences from MEGL, averaged (seeds move together here)
     md4 = t["table4"].markdown()
-    assert "| Object-ME | ResNet18 (tiny) | MEGL | 0.7700 ± 0.0424 | - | 0.3300 ± 0.0424 | - | 2 |" in md4
-    assert "| Object-ME | ResNet18 (tiny) | - | 0.7300 ± 0.0424 | -0.0400 ± 0.0000 | 0.3700 ± 0.0424 | +0.0400 ± 0.0000 | 2 |" in md4
-    # Table 5: latency 8.5 and 9.1 -> 8.80 ± 0.42
-    assert "| MEGL-ResNet18 (tiny) | Object-ME | 11.20M | 8.80 ± 0.42 | 117.40 ± 0.00 |" in t["table5"].markdown()
+    assert "| Object-ME | ResNet18 (tiny) | MEGL | 0.7700 ± 0.3812 | - | 0.3300 ± 0.3812 | - | 2 |" in md4
+    assert "| Object-ME | ResNet18 (tiny) | - | 0.7300 ± 0.3812 | **-0.0400 ± 0.0000** | 0.3700 ± 0.3812 | **+0.0400 ± 0.0000** | 2 |" in md4
+    # Table 5: latency 8.5 and 9.1 -> 8.80 ± 12.7062 x 0.4243 / sqrt(2) = 3.81
+    assert "| MEGL-ResNet18 (tiny) | Object-ME | 11.20M | 8.80 ± 3.81 | 117.40 ± 0.00 |" in t["table5"].markdown()
     # a cell with one of the two seeds: its own value, no ±, and the caption says the counts differ
     run_layout(tmp_path, RunKey("object_me", "resnet18", "megl", 1)).test_metrics.unlink()
     t = tables(tmp_path, seeds=(0, 1))
     md4 = t["table4"].markdown()
     assert "| Object-ME | ResNet18 (tiny) | MEGL | 0.7400 | - | 0.3000 | - | 1 |" in md4
-    assert "| Object-ME | ResNet18 (tiny) | - | 0.7300 ± 0.0424 | -0.0400 | 0.3700 ± 0.0424 | +0.0400 | 2 |" in md4  # seed 0 only
+    assert "| Object-ME | ResNet18 (tiny) | - | 0.7300 ± 0.3812 | -0.0400 | 0.3700 ± 0.3812 | +0.0400 | 2 |" in md4  # seed 0 only
     assert "over 1-2 seeds per cell" in md4.splitlines()[0]
 
 
@@ -145,7 +149,7 @@ def test_models_at_chance_are_not_ranked_and_ties_get_no_mark(tmp_path):
     assert "† not above chance" in md2.splitlines()[0]
     resnet = [line for line in md2.splitlines() if line.startswith("| ResNet18 (tiny)")]
     assert "| 0.8000 |" in resnet[-1] and "| 0.8000 |" in resnet[-2] and not any("**0.8" in line for line in resnet)
-    assert "ViT-B/16 (tiny),MEGL,0.1100,0.5000,0.5000,0.5000,0.0500,1,no" in t["table2"].csv()
+    assert "ViT-B/16 (tiny),MEGL,0.1100,0.5000,0.5000,0.5000,0.0500,-0.0100,-0.0400,1,no" in t["table2"].csv()
     faith = [line for line in t["faithfulness"].markdown().splitlines() if "| ViT-B/16 (tiny) |" in line]
     assert all("†" in line and "**" not in line for line in faith)
     md4 = t["table4"].markdown()
@@ -177,7 +181,7 @@ def test_stage_partial_grid(repo, tmp_path):
     assert lines[:5] == [f"missing: object_me/vit_b16/{v}/s1 (metrics/object_me/vit_b16/{v}/s1/test.json)" for v in VARIANTS]
     assert lines[5].startswith("tables: 15 of 20 runs found, 5 missing -> ")
     md4 = (tmp_path / "tables/table4.md").read_text()
-    assert "| Object-ME | ResNet18 (tiny) | MEGL | 0.7700 ± 0.0424 | - | 0.3300 ± 0.0424 | - | 2 |" in md4
+    assert "| Object-ME | ResNet18 (tiny) | MEGL | 0.7700 ± 0.3812 | - | 0.3300 ± 0.3812 | - | 2 |" in md4
     assert "| Object-ME | ViT-B/16 (tiny) | MEGL | 0.8400 | - | 0.3000 | - | 1 |" in md4
     first = {p.name: p.read_bytes() for p in (tmp_path / "tables").iterdir()}
 

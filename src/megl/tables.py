@@ -26,7 +26,6 @@ import collections
 import dataclasses
 import json
 import math
-import statistics
 from pathlib import Path
 
 from megl import methods
@@ -34,6 +33,7 @@ from megl.atomic import write_bytes
 from megl.chance import ALPHA, runs_above_chance
 from megl.config import VariantConfig
 from megl.layout import RunKey, RunLayout, dataset_report, grid_runs, run_layout
+from megl.study.stats import mean_ci
 
 DATASET_NAMES = {"object_me": "Object-ME", "action_me": "Action-ME", "object_me_varied": "Object-ME (varied)",
                  "action_me_varied": "Action-ME (varied)", "decoy_fmnist": "DecoyFMNIST",
@@ -57,8 +57,8 @@ PROFILE_NOTE = {
 class Cell:
     value: float | int | str | None
     fmt: str = "{:.4f}"
-    mark: str = ""  # "best" | "second" | ""
-    std: float | None = None  # sample std over seeds, when more than one seed gave a value
+    mark: str = ""  # "best" | "second" | "significant" (a paired interval that excludes 0: bold) | ""
+    half: float | None = None  # half-width of the 95 % t-interval over seeds, when two or more gave a value
     seeds: int = 0  # how many seeds the value aggregates (0: not a per-run number)
     note: str = ""  # shown after the value in Markdown / LaTeX (the chance dagger), not in the CSV
 
@@ -69,8 +69,8 @@ class Cell:
         if not isinstance(self.value, (int, float)):
             return f"{self.value} {self.note}" if spread and self.note else str(self.value)
         t = self.fmt.format(self.value)
-        if spread and self.std is not None:
-            t = f"{t} {PM} {self.fmt.replace('+', '').format(self.std)}"
+        if spread and self.half is not None:
+            t = f"{t} {PM} {self.fmt.replace('+', '').format(self.half)}"
         return f"{t} {self.note}" if spread and self.note else t
 
 
@@ -88,7 +88,7 @@ class Table:
     def markdown(self) -> str:
         def cell(c: Cell) -> str:
             t = c.text()
-            return f"**{t}**" if c.mark == "best" else f"<u>{t}</u>" if c.mark == "second" else t
+            return f"**{t}**" if c.mark in ("best", "significant") else f"<u>{t}</u>" if c.mark == "second" else t
 
         cols = self._shown()
         lines = [f"<!-- {self.caption} -->", "| " + " | ".join(self.header[i] for i in cols) + " |", "|" + "---|" * len(cols)]
@@ -110,7 +110,7 @@ class Table:
 
         def cell(c: Cell) -> str:
             t = esc(c.text())
-            return f"\\textbf{{{t}}}" if c.mark == "best" else f"\\underline{{{t}}}" if c.mark == "second" else t
+            return f"\\textbf{{{t}}}" if c.mark in ("best", "significant") else f"\\underline{{{t}}}" if c.mark == "second" else t
 
         cols = self._shown()
         lines = [
@@ -153,14 +153,26 @@ def _number(v) -> bool:
 
 
 def aggregate(values: list, fmt: str = "{:.4f}") -> Cell:
-    """Mean of the numeric values (one per seed), with the sample std (ddof=1) when there are two or
-    more; `n/a` when runs were found but none has a number (a metric that could not be computed)."""
+    """Mean of the numeric values (one per seed), with the half-width of its 95 % t-interval
+    (megl.study.stats) when there are two or more; `n/a` when runs were found but none has a number
+    (a metric that could not be computed)."""
     nums = [float(v) for v in values if _number(v)]
     if not nums:
         return Cell(NA if values else None, fmt)
     # rounded far below any printed digit: equal means compare equal (best / second ties) whatever the sum order
     mean = round(math.fsum(nums) / len(nums), 12)
-    return Cell(mean, fmt, std=round(statistics.stdev(nums), 12) if len(nums) > 1 else None, seeds=len(nums))
+    return Cell(mean, fmt, half=round(mean_ci(nums).half_width, 12) if len(nums) > 1 else None, seeds=len(nums))
+
+
+def excludes_zero(cell: Cell) -> bool:
+    """A paired difference over two or more seeds whose 95 % interval does not contain 0."""
+    return _number(cell.value) and cell.half is not None and abs(cell.value) > cell.half
+
+
+def _significant(cell: Cell) -> Cell:
+    if excludes_zero(cell):
+        cell.mark = "significant"
+    return cell
 
 
 @dataclasses.dataclass
@@ -200,6 +212,11 @@ class Runs:
     def ablation_variants(self) -> list[str]:
         """Table 4: MEGL's own terms, with Grad-CAM as Â."""
         return self.classifier_variants(lambda v: self.method(v).group == "megl" and self.config(v).explainer is None)
+
+    def plain(self) -> str | None:
+        """The plain backbone (MEGL with no term: cross-entropy only): Table 2's differences."""
+        none = [v for v in self.ablation_variants() if not (c := self.config(v)).visual and not c.consistency and not c.text]
+        return none[0] if none else None
 
     def reference(self) -> str | None:
         """The full MEGL variant (every term, Grad-CAM): Table 4's differences and Table 5's row."""
@@ -302,14 +319,14 @@ def load_runs(root: str | Path, datasets, backbones, variants, seeds, configs: d
 
 
 def seeds_note(rows: list[list[Cell]]) -> str:
-    """Caption sentence on the seed count: single runs (no spread), or mean ± std over n seeds."""
+    """Caption sentence on the seed count: single runs (no spread), or mean ± 95 % interval over n seeds."""
     counts = sorted({c.seeds for row in rows for c in row if c.seeds})
     if not counts:
         return ""
     if counts[-1] < 2:
         return " One seed per cell: single runs, no spread; differences within a few points are noise."
     over = f"{counts[0]} seeds" if len(counts) == 1 else f"{counts[0]}-{counts[-1]} seeds per cell (see the CSV's Seeds columns)"
-    return f" Mean {PM} sample standard deviation (ddof=1) over {over}."
+    return f" Mean {PM} half-width of the 95 % t-interval over {over}."
 
 
 def chance_note(rows: list[list[Cell]]) -> str:
@@ -335,35 +352,41 @@ def table1(runs: Runs) -> Table:
 
 
 def table2(runs: Runs) -> Table:
+    """Classification and localisation; per dataset the paired difference of accuracy and mIoU to the
+    plain backbone (same seed), bold where its 95 % interval excludes 0. Nothing else is marked: a
+    ranking of means would rank noise."""
     keys = ["accuracy", "precision", "recall", "f1", "miou"]
     header = ["Backbone", "Method"]
     for d in runs.datasets:
-        header += [f"{DATASET_NAMES.get(d, d)} {k}" for k in ("Accuracy", "Precision", "Recall", "F1", "mIoU")]
-        header += [f"{DATASET_NAMES.get(d, d)} Seeds", f"{DATASET_NAMES.get(d, d)} Above chance"]
+        name = DATASET_NAMES.get(d, d)
+        header += [f"{name} {k}" for k in ("Accuracy", "Precision", "Recall", "F1", "mIoU")]
+        header += [f"{name} Accuracy - plain", f"{name} mIoU - plain", f"{name} Seeds", f"{name} Above chance"]
     csv_only = frozenset(i for i, h in enumerate(header) if h.endswith((" Seeds", " Above chance")))
     rows = []
     # the MLLM baselines first, as the paper; then each backbone with its methods
     groups = [(None, runs.mllm_variants())] if runs.mllm_variants() else []
     groups += [(b, runs.classifier_variants()) for b in runs.backbones]
+    plain = runs.plain()
     for b, variants in groups:
         label = runs.mllm_label() if b is None else runs.backbone(b)
         group = [[Cell(label), Cell(runs.label(v))] for v in variants]
-        for j, d in enumerate(runs.datasets):
-            first = 2 + j * (len(keys) + 2)
+        for d in runs.datasets:
             where = [b if b is not None else runs.mllm_backbone(d, v) for v in variants]
-            ranked = [w is not None and runs.above_chance(d, w, v) for v, w in zip(variants, where)]
-            for row, v, w, ok in zip(group, variants, where, ranked):
+            for row, v, w in zip(group, variants, where):
                 if w is None:
-                    row += [Cell(None)] * len(keys) + [Cell(0, "{:d}"), Cell("no")]
+                    row += [Cell(None)] * (len(keys) + 2) + [Cell(0, "{:d}"), Cell("no")]
                     continue
+                ok = runs.above_chance(d, w, v)
                 cells = [runs.cell(d, w, v, k) for k in keys]
-                row += [cells[0] if ok or not _number(cells[0].value) else _at_chance(cells[0]), *cells[1:],
+                diffs = [Cell(None) if v == plain or plain is None or b is None
+                         else _significant(_difference(runs, d, w, v, k, plain)) for k in ("accuracy", "miou")]
+                row += [cells[0] if ok or not _number(cells[0].value) else _at_chance(cells[0]), *cells[1:], *diffs,
                         runs.count(d, w, v), Cell("yes" if ok else "no")]
-            mark_best(group, range(first, first + len(keys)), ranked=ranked)
         rows += group
     caption = ("Table 2. Classification and visual explainability (test split, macro averages, mIoU of the "
                "predicted-class CAM; n/a: the method has no CAM (MLLM baselines) or no faithful form on the backbone "
-               "(CDEP on ViT)).")
+               "(CDEP on ViT)). \"- plain\": the paired difference to the plain backbone (-), per seed then averaged; "
+               "bold where its 95 % interval excludes 0.")
     return Table("table2", caption + runs.profile_note(mllm=True) + seeds_note(rows) + chance_note(rows), header, rows, csv_only)
 
 
@@ -412,13 +435,15 @@ def table3(runs: Runs) -> Table:
     return Table("table3", caption + runs.profile_note(mllm=bool(writing_mllm)) + seeds_note(rows), header, rows, seed_cols)
 
 
-def _difference(runs: Runs, d: str, b: str, v: str, metric: str) -> Cell:
-    """v's value minus MEGL's: per seed both have, then mean (± std of the paired differences)."""
-    if runs.reference() is None:
+def _difference(runs: Runs, d: str, b: str, v: str, metric: str, reference: str | None = None) -> Cell:
+    """v's value minus the reference's (default: MEGL's): per seed both have, then the mean (± the
+    half-width of the paired differences' 95 % t-interval)."""
+    reference = reference or runs.reference()
+    if reference is None:
         return Cell(None)  # no full MEGL variant in the grid to compare with
     diffs = []
     for s in runs.seeds:
-        own, ref = runs.test.get(RunKey(d, b, v, s), {}), runs.test.get(RunKey(d, b, runs.reference(), s), {})
+        own, ref = runs.test.get(RunKey(d, b, v, s), {}), runs.test.get(RunKey(d, b, reference, s), {})
         if _number(own.get(metric)) and _number(ref.get(metric)):
             diffs.append(float(own[metric]) - float(ref[metric]))
     cell = aggregate(diffs, "{:+.4f}")
@@ -438,10 +463,10 @@ def table4(runs: Runs) -> Table:
                     _at_chance(acc)
                 own = v == runs.reference()
                 rows.append([Cell(DATASET_NAMES.get(d, d)), Cell(runs.backbone(b)), Cell(runs.label(v)),
-                             acc, Cell(None) if own else _difference(runs, d, b, v, "accuracy"),
-                             miou, Cell(None) if own else _difference(runs, d, b, v, "miou"), runs.count(d, b, v)])
+                             acc, Cell(None) if own else _significant(_difference(runs, d, b, v, "accuracy")),
+                             miou, Cell(None) if own else _significant(_difference(runs, d, b, v, "miou")), runs.count(d, b, v)])
     caption = ("Table 4. Ablation: test accuracy and mIoU, and their difference from MEGL's (per seed, then "
-               "averaged; absolute, not relative).")
+               "averaged; absolute, not relative; bold where its 95 % interval excludes 0).")
     return Table("table4", caption + runs.profile_note() + seeds_note(rows) + chance_note(rows), header, rows)
 
 
