@@ -23,9 +23,11 @@ where it stopped (records of the same code and protocol are kept; `--max-runs` b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -43,7 +45,7 @@ from megl.study.selection import Trial, select  # noqa: E402
 from megl.study.trials import trials_of  # noqa: E402
 
 DEFAULT_STUDY = REPO / "configs" / "study.yaml"
-CODE = ("src", "stages", "dvc.yaml")  # what a run's numbers depend on besides its params
+CODE = ("src/", "stages/")  # the code deps of dvc.yaml's train and evaluate stages
 
 
 # --- the study's params ----------------------------------------------------------------------------
@@ -102,8 +104,14 @@ def protocol_digest(merged: dict) -> str:
 
 
 def code_digest() -> str:
-    """The committed tree of the code a run's numbers depend on (git's hashes of src/, stages/, dvc.yaml)."""
-    return hashlib.sha256(" ".join(scratch.git(REPO, "rev-parse", f"HEAD:{p}") for p in CODE).encode()).hexdigest()[:16]
+    """The committed code a run's numbers depend on: git's hashes of the code deps dvc.yaml lists for
+    the train and evaluate stages (what DVC itself re-runs a stage for), at HEAD."""
+    import yaml
+
+    stages = yaml.safe_load(scratch.git(REPO, "show", "HEAD:dvc.yaml"))["stages"]
+    paths = sorted({d for name in ("train", "evaluate") for d in stages[name]["deps"] if d.startswith(CODE)})
+    hashes = [scratch.git(REPO, "rev-parse", f"HEAD:{p}") for p in paths]
+    return hashes and hashlib.sha256(" ".join(paths + hashes).encode()).hexdigest()[:16]
 
 
 # --- the runs ---------------------------------------------------------------------------------------
@@ -145,8 +153,16 @@ HEADLINE = ("accuracy", "f1", "miou", "pointing_game", "relevance_mass", "bleu_4
 def run_one(tree: Path, key: RunKey, env: dict[str, str], log) -> dict:
     """`dvc repro` of the run's train and evaluate stages in the worktree; its metrics."""
     started = time.monotonic()
-    out = scratch.run_logged([scratch.dvc_command(), "repro", key.stage("train"), key.stage("evaluate")], tree, env,
-                             log, f"dvc repro {key.name}")
+    try:
+        out = scratch.run_logged([scratch.dvc_command(), "repro", key.stage("train"), key.stage("evaluate")], tree, env,
+                                 log, f"dvc repro {key.name}")
+    except scratch.ScratchError as exc:
+        diverged = re.search(r"loss term '[^']+' is (nan|-?inf)[^\n]*", str(exc))
+        if not diverged:
+            raise  # not the trial's own doing (a killed process, a full disk): stop, resume later
+        # a trial whose loss diverged is a result of its hyperparameters: recorded, out of the selection
+        return {"seconds": round(time.monotonic() - started, 1), "restored": False, "val": {}, "test": {},
+                "train": {}, "not_applicable": None, "diverged": diverged.group(0)}
     folder = tree / "metrics" / key.parts
     train, val, test = _read(folder / "train.json"), _read(folder / "val.json"), _read(folder / "test.json")
     return {
@@ -218,6 +234,39 @@ def _write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
+def run_all(args, params: Params, base: str, overlay: dict, trial_blocks: dict, trial_method: dict, records: Records,
+            commit: str, env: dict[str, str], folder: Path, log) -> None:
+    """Per dataset: its search, then (once complete) its selection and its final runs."""
+    study = params.study
+    budget = args.max_runs
+
+    chosen: dict = {}
+    for d in study.datasets:  # a dataset's search, its selection, its final runs: whole datasets come first
+        search_runs = [(RunKey(d, b, name, study.search_seed), *trial_method[name])
+                       for b in study.backbones for name in trial_blocks]
+        if args.phase in ("search", "all"):
+            grid = {"datasets": [d], "backbones": list(study.backbones), "variants": list(trial_blocks),
+                    "seeds": [study.search_seed]}
+            text = scratch.narrowed_params(study_params_text(base, overlay, trial_blocks, grid), grid)
+            n = run_phase("search", search_runs, text, records, commit, env, budget, log)
+            budget = None if budget is None else budget - n
+        if not all(records.done("search", key.name, values) for key, _, _, values in search_runs):
+            log(f"{d}: search not complete: its selection and final runs wait for it")
+            continue
+        chosen |= selection(params, records.current(), [d])
+        _write_json(folder / "selection.json", chosen)
+        if args.phase in ("final", "all"):
+            picked = {c["trial_variant"] for by_method in chosen[d].values() for c in by_method.values() if c["trial_variant"]}
+            grid = {"datasets": [d], "backbones": list(study.backbones), "variants": sorted(picked),
+                    "seeds": list(study.final_seeds)}
+            text = scratch.narrowed_params(study_params_text(base, overlay, trial_blocks, grid), grid)
+            runs = [(RunKey(d, b, c["trial_variant"], s), v, c["trial"], c["hyperparameters"])
+                    for b, by_method in chosen[d].items() for v, c in by_method.items() if c["trial_variant"]
+                    for s in study.final_seeds]
+            n = run_phase("final", runs, text, records, commit, env, budget, log)
+            budget = None if budget is None else budget - n
+
+
 # --- the command ------------------------------------------------------------------------------------
 
 
@@ -259,34 +308,16 @@ def main(argv: list[str] | None = None) -> int:
     plan = search_plan(params, yaml.safe_load(merged)["variants"])
     trial_blocks = {name: block for trials in plan.values() for name, (_, _, block) in trials.items()}
     trial_method = {name: (v, k, values) for v, trials in plan.items() for name, (k, values, _) in trials.items()}
-    env = _stage_env(params)
-    budget = args.max_runs
-
-    chosen: dict = {}
-    for d in study.datasets:  # a dataset's search, its selection, its final runs: whole datasets come first
-        search_runs = [(RunKey(d, b, name, study.search_seed), *trial_method[name])
-                       for b in study.backbones for name in trial_blocks]
-        if args.phase in ("search", "all"):
-            grid = {"datasets": [d], "backbones": list(study.backbones), "variants": list(trial_blocks),
-                    "seeds": [study.search_seed]}
-            text = scratch.narrowed_params(study_params_text(base, overlay, trial_blocks, grid), grid)
-            n = run_phase("search", search_runs, text, records, commit, env, budget, log)
-            budget = None if budget is None else budget - n
-        if not all(records.done("search", key.name, values) for key, _, _, values in search_runs):
-            log(f"{d}: search not complete: its selection and final runs wait for it")
-            continue
-        chosen |= selection(params, records.current(), [d])
-        _write_json(folder / "selection.json", chosen)
-        if args.phase in ("final", "all"):
-            picked = {c["trial_variant"] for by_method in chosen[d].values() for c in by_method.values() if c["trial_variant"]}
-            grid = {"datasets": [d], "backbones": list(study.backbones), "variants": sorted(picked),
-                    "seeds": list(study.final_seeds)}
-            text = scratch.narrowed_params(study_params_text(base, overlay, trial_blocks, grid), grid)
-            runs = [(RunKey(d, b, c["trial_variant"], s), v, c["trial"], c["hyperparameters"])
-                    for b, by_method in chosen[d].items() for v, c in by_method.items() if c["trial_variant"]
-                    for s in study.final_seeds]
-            n = run_phase("final", runs, text, records, commit, env, budget, log)
-            budget = None if budget is None else budget - n
+    parent = _open_parent(params, commit, len(records.all)) if args.phase != "report" else None
+    env = _stage_env(params, parent)
+    ok = False
+    try:
+        run_all(args, params, base, overlay, trial_blocks, trial_method, records, commit, env, folder, log)
+        ok = True
+    finally:
+        if parent is not None:
+            tracking.finish_sweep(REPO, parent, ok, {"records": len(records.current())},
+                                  {"study": study.name, "commit": commit, "records": len(records.current())}, {})
 
     if args.phase in ("report", "all"):
         from megl.study.report import write_report
@@ -297,10 +328,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _stage_env(params: Params) -> dict[str, str]:
+def _open_parent(params: Params, commit: str, recorded: int) -> str | None:
+    """The MLflow parent run of this call: the stage processes nest their runs under it."""
+    if not params.tracking.enabled:
+        return None
+    study = params.study
+    tags = {"kind": "study", "study": study.name, "mlflow.source.git.commit": commit}
+    return tracking.start_sweep(REPO, params.tracking.experiment, f"study {study.name}", tags,
+                                {"study": dataclasses.asdict(study), "records_before": recorded})
+
+
+def _stage_env(params: Params, parent: str | None) -> dict[str, str]:
     from flows import stage_env  # the sweep's: this venv's python for the stages, MLflow store
 
-    return stage_env(None, tracking.tracking_uri(REPO) if params.tracking.enabled else None)
+    return stage_env(parent, tracking.tracking_uri(REPO) if params.tracking.enabled else None)
 
 
 if __name__ == "__main__":

@@ -80,3 +80,28 @@ def test_study_config_refuses_the_search_seed_among_the_final_seeds(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=r"study.variants: \['nope'\] not defined"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_a_diverged_trial_is_recorded_and_any_other_failure_stops_the_study(monkeypatch, tmp_path):
+    import scratch
+    import study
+    from megl.layout import RunKey
+
+    key = RunKey("object_me", "resnet18", "cdep_t03", 0)
+
+    def diverges(*args, **kwargs):
+        raise scratch.ScratchError("dvc repro exited with 1:\ntrain: object_me/resnet18/cdep_t03: loss term 'cdep' is nan "
+                                   "at epoch 2, step 7 (global step 250)\nERROR: failed to reproduce")
+
+    monkeypatch.setattr(scratch, "run_logged", diverges)
+    record = study.run_one(tmp_path, key, {}, lambda line: None)
+    assert record["val"] == {} and record["diverged"].startswith("loss term 'cdep' is nan at epoch 2")
+    choice = select([Trial("cdep_t03", 3, {}, record["val"]), trial(1, 0.5)], "accuracy", 0.01, "miou")
+    assert choice.trial.trial == 1 and choice.excluded == ("cdep_t03",)
+
+    def killed(*args, **kwargs):
+        raise scratch.ScratchError("dvc repro exited with -9:\n")
+
+    monkeypatch.setattr(scratch, "run_logged", killed)
+    with pytest.raises(scratch.ScratchError):
+        study.run_one(tmp_path, key, {}, lambda line: None)
