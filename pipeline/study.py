@@ -62,13 +62,15 @@ def _merge(base, overlay) -> None:
 
 def study_params_text(params_text: str, overlay: dict, trials: dict[str, dict] | None = None,
                       grid: dict[str, list] | None = None) -> str:
-    """params.yaml (comments kept) with the overlay's blocks laid over it, trial variants added, and
-    the grid set."""
+    """params.yaml (comments kept) with the overlay's blocks laid over it, trial variants added; with
+    a grid, the params of a phase's runs: the grid set and the study block left out."""
     yaml_rt = scratch._round_trip()
     params = yaml_rt.load(params_text)
     _merge(params, overlay)
     for name, block in (trials or {}).items():
         params["variants"][name] = block
+    if grid:
+        params.pop("study", None)  # the runs' params: a grid of some of the study's datasets, no study to check
     text = scratch._dump(yaml_rt, params)
     return scratch.with_grid(text, grid) if grid else text
 

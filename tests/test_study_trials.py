@@ -68,3 +68,34 @@ def test_a_variants_train_values_reach_its_runs_only(tmp_path):
         path.write_text(yaml.safe_dump(raw))
         with pytest.raises(ConfigError, match=message):
             load_params(path)
+
+
+def test_the_runs_params_of_one_dataset_of_the_study_are_valid(tmp_path):
+    """configs/study.yaml over params.yaml, narrowed to one dataset's search: what the validate stage
+    of the study's worktree checks."""
+    import sys
+
+    import yaml
+
+    from conftest import REPO
+    from megl.config import load_params
+
+    sys.path.insert(0, str(REPO / "pipeline"))
+    import scratch
+    import study
+
+    overlay = yaml.safe_load((REPO / "configs" / "study.yaml").read_text())
+    base = (REPO / "params.yaml").read_text()
+    params = study.load_study(study.study_params_text(base, overlay), REPO / "configs" / "study.yaml")
+    plan = study.search_plan(params, yaml.safe_load(study.study_params_text(base, overlay))["variants"])
+    blocks = {n: b for trials in plan.values() for n, (_, _, b) in trials.items()}
+    assert len(blocks) == 8 * len(params.study.variants)
+    for d in params.study.datasets:
+        grid = {"datasets": [d], "backbones": ["resnet18"], "variants": list(blocks), "seeds": [0]}
+        text = scratch.narrowed_params(study.study_params_text(base, overlay, blocks, grid), grid)
+        (tmp_path / "params.yaml").write_text(text)
+        runs = load_params(tmp_path / "params.yaml")
+        assert list(runs.datasets) == [d] and runs.study is None and runs.train.checkpoint == "last"
+        t = runs.for_run("megl_t03", 0).train
+        assert (t.lr, t.lambda_visual, t.lambda_textual) == tuple(plan["megl"]["megl_t03"][1][k] for k in (
+            "train.lr", "train.lambda_visual", "train.lambda_textual"))
