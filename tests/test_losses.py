@@ -87,3 +87,15 @@ def test_explanation_loss_softmax_input_needs_the_raw_cam():
     torch.testing.assert_close(loss, (0.25 + consistency_kl_softmax(raw, MEAN, 0.5)[1]) / 2)
     with pytest.raises(ValueError, match="raw_cam"):
         explanation_loss(CAM, GT, has, MEAN, terms, consistency_input="softmax")
+
+
+def test_consistency_targets():
+    """L_dc's target: Ā, a uniform map, or Ā's cells in one fixed order (same values, no place)."""
+    from megl.methods.megl_terms import consistency_target_map
+
+    mean_map = torch.arange(16, dtype=torch.float32).view(4, 4)
+    assert consistency_target_map(mean_map, "mean_map") is mean_map
+    assert torch.equal(consistency_target_map(mean_map, "uniform"), torch.ones(4, 4))
+    shuffled = consistency_target_map(mean_map, "shuffled")
+    assert torch.equal(shuffled, consistency_target_map(mean_map, "shuffled"))  # one fixed order
+    assert torch.equal(shuffled.flatten().sort().values, mean_map.flatten()) and not torch.equal(shuffled, mean_map)

@@ -396,6 +396,9 @@ class TrainConfig:
     # MEGL's L_visual per sample: the mean |Â - A| over the CAM grid's cells, or their sum (the paper's
     # Eq. 1 writes a norm: grid cells x the mean; docs/methods.md "Scales")
     visual_l1: Literal["mean", "sum"] = "mean"
+    # what MEGL's L_dc pulls Â towards: the train split's mean map Ā (the paper), a uniform map, or Ā
+    # with its cells in a fixed random order (the study's factorial ablation, docs/study.md)
+    consistency_target: Literal["mean_map", "uniform", "shuffled"] = "mean_map"
 
     def validate(self, where: str) -> None:
         if self.consistency_temperature <= 0:

@@ -28,6 +28,19 @@ def visual_l1(cam: torch.Tensor, target: torch.Tensor, reduction: str = "mean") 
     return per_sample * cam[0].numel() if reduction == "sum" else per_sample
 
 
+def consistency_target_map(mean_map: torch.Tensor, target: str) -> torch.Tensor:
+    """The map L_dc pulls Â towards (train.consistency_target): Ā (the paper), a uniform map, or Ā's
+    cells in one fixed random order (same values, no place: is L_dc more than a centre prior?)."""
+    if target == "mean_map":
+        return mean_map
+    if target == "uniform":
+        return torch.ones_like(mean_map)
+    if target == "shuffled":
+        order = torch.randperm(mean_map.numel(), generator=torch.Generator().manual_seed(0))
+        return mean_map.flatten()[order].view_as(mean_map)
+    raise ValueError(f"unknown consistency target {target!r}")
+
+
 def _target_distribution(mean_map: torch.Tensor, eps: float) -> torch.Tensor:
     q = mean_map.flatten().unsqueeze(0) + eps
     return q / q.sum(dim=1, keepdim=True)
@@ -82,7 +95,7 @@ def megl_terms(x: StepInputs) -> dict[str, torch.Tensor]:
     terms = {}
     if v.visual or v.consistency:
         terms["visual"] = m.lambda_visual * explanation_loss(
-            x.cam, batch["gt_map"], batch["has_map"], m.mean_map, v, m.cam_eps,
+            x.cam, batch["gt_map"], batch["has_map"], m.consistency_map, v, m.cam_eps,
             raw_cam=x.raw_cam, consistency_input=m.consistency_input, temperature=m.consistency_temperature,
             l1_reduction=m.visual_l1,
         )

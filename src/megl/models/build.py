@@ -50,6 +50,7 @@ def _classifier_model(params: Params, dataset, backbone: str, var: VariantConfig
         lambda_visual=t.lambda_visual, lambda_textual=t.lambda_textual, cam_mode=t.cam_mode, cam_eps=t.cam_eps,
         consistency_input=t.consistency_input, consistency_temperature=t.consistency_temperature, image_size=size,
         explainer=t.explainer, explainer_layers=t.explainer_layers, tokenizer=tokenizer, visual_l1=t.visual_l1,
+        consistency_target=t.consistency_target,
     )
 
 

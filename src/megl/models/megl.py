@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from megl import methods
 from megl.config import VariantConfig
 from megl.losses import prediction_loss
+from megl.methods.megl_terms import consistency_target_map
 from megl.models.contract import Predictions, StepOutput
 from megl.models.gradcam import class_scores, explain, normalise, raw_map
 from megl.models.multilayer_cam import MultiLayerCAM
@@ -44,6 +45,7 @@ class MEGL(nn.Module):
         explainer_layers: int = 4,
         tokenizer=None,
         visual_l1: str = "mean",
+        consistency_target: str = "mean_map",
     ) -> None:
         super().__init__()
         if variant.text and text_head is None:
@@ -54,6 +56,7 @@ class MEGL(nn.Module):
         self.tokenizer = tokenizer
         self.variant = variant
         self.register_buffer("mean_map", mean_map.float(), persistent=False)
+        self.register_buffer("consistency_map", consistency_target_map(mean_map.float(), consistency_target), persistent=False)
         self.lambda_visual = lambda_visual
         self.lambda_textual = lambda_textual
         self.cam_mode = self.method.cam_mode(variant, cam_mode)
