@@ -49,9 +49,10 @@ def head_commit(clone: Path = REPO) -> str:
     return git(clone, "rev-parse", "HEAD")
 
 
-# Tracked files a sweep may differ in from its commit: the params it passes along, and the outputs
-# DVC writes. Anything else modified (code, dvc.yaml, configs) would not reach the workers.
-NOT_CODE = ("params.yaml", "dvc.lock", "metrics/", "plots/", "tables/")
+# Tracked files a sweep may differ in from its commit: the params it passes along, the outputs DVC
+# writes, and a study's records (studies/, committed as it goes). Anything else modified (code,
+# dvc.yaml, configs) would not reach the workers.
+NOT_CODE = ("params.yaml", "dvc.lock", "metrics/", "plots/", "tables/", "studies/")
 
 
 def uncommitted_code(clone: Path = REPO) -> list[str]:
