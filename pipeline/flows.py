@@ -1,5 +1,6 @@
-"""Prefect flows of the project: the sweep `megl/ablation` (served by pipeline/serve.py) and the
-cell it fans out, `megl-cell/pool` (run by workers of the work pool `megl`, on any host).
+"""Prefect flows of the project: the sweep `megl/ablation` and the study `megl-study/fair` (served by
+pipeline/serve.py), and the cell both fan out, `megl-cell/pool` (run by workers of the work pool
+`megl`, on any host).
 
 Every result goes through DVC, and DVC's run-cache is what moves it between hosts:
 
@@ -343,6 +344,27 @@ def megl_sweep(
     if not ok:
         return Failed(message=text)  # the summary is in MLflow (summary.json) and in this message
     return summary
+
+
+@flow(name="megl-study", log_prints=True)
+def megl_study(study: str = "configs/study.yaml", max_runs: Optional[int] = None, max_parallel: Optional[int] = None):
+    """The fair comparison (pipeline/study.py, docs/study.md) with every run a flow run of
+    megl-cell/pool on the work pool, at most max_parallel at once (None: params sweep.max_parallel);
+    the records, the selection and the report as `make study` writes them, in this checkout."""
+    import study as study_command
+
+    logger = get_run_logger()
+    params = load_params(PARAMS)
+    parallel = params.sweep.max_parallel if max_parallel is None else int(max_parallel)
+    commit = scratch.head_commit(REPO)
+
+    def submit(keys: list[RunKey], params_text: str, env: dict[str, str]) -> dict[str, str]:
+        _, failed = run_cells(keys, commit, params_text, parallel, params.sweep.retries, env.get("MLFLOW_TRACKING_URI"),
+                              env.get(tracking.PARENT_RUN_ENV), logger)
+        return failed
+
+    argv = [study] + (["--max-runs", str(int(max_runs))] if max_runs is not None else [])
+    return study_command.main(argv, submit=submit, log=logger.info)
 
 
 if __name__ == "__main__":  # a one-off local run without a deployment: python pipeline/flows.py

@@ -1,8 +1,9 @@
-"""Serve the project's sweep and register its work pool (make prefect-serve):
+"""Serve the project's sweep and study and register their work pool (make prefect-serve):
 
     . pipeline/env.sh && python pipeline/serve.py [--local-workers N]
 
-- `megl/ablation` (pipeline/flows.py, the sweep) is served by this process, one sweep at a time.
+- `megl/ablation` (pipeline/flows.py, the sweep) and `megl-study/fair` (the fair comparison,
+  pipeline/study.py) are served by this process, one flow run at a time.
 - The work pool `megl` (process type) and its deployment `megl-cell/pool` are created or updated:
   each cell of a sweep is a flow run of it, run by a worker on any host (`make prefect-worker`, or
   `. pipeline/env.sh && prefect worker start --pool megl --work-queue commit-<sha>` in a clone). The
@@ -56,7 +57,7 @@ def _flows():
 
 
 def deployments() -> list:
-    """The deployments this process serves (the sweep; its cells run on the work pool)."""
+    """The deployments this process serves (the sweep and the study; their cells run on the work pool)."""
     flows = _flows()
     return [
         flows.megl_sweep.to_deployment(
@@ -64,6 +65,13 @@ def deployments() -> list:
             description="Ablation sweep: datasets x backbones x variants x seeds (None = params.yaml grid), each run a "
             f"flow run of {flows.CELL_DEPLOYMENT} on the work pool {POOL!r} (at most max_parallel at once); tables "
             "and an MLflow parent run at the end.",
+            tags=["megl"],
+        ),
+        flows.megl_study.to_deployment(
+            "fair",
+            description="The fair comparison (docs/study.md, configs/study.yaml): every method's seeded random search, "
+            f"the declared selection on validation, the final seeds; each run a flow run of {flows.CELL_DEPLOYMENT} on "
+            f"the work pool {POOL!r}. Resumes from studies/<name>/runs.jsonl; max_runs bounds one flow run.",
             tags=["megl"],
         ),
     ]

@@ -152,19 +152,25 @@ HEADLINE = ("accuracy", "f1", "miou", "pointing_game", "relevance_mass", "bleu_4
             "val_maps", "not_applicable")
 
 
-def run_one(tree: Path, key: RunKey, env: dict[str, str], log) -> dict:
-    """`dvc repro` of the run's train and evaluate stages in the worktree; its metrics."""
+def diverged_record(error: str, seconds: float) -> dict:
+    """A trial whose loss diverged is a result of its hyperparameters: recorded, out of the selection.
+    Any other failure (a killed process, a full disk) is not the trial's doing: it stops the study."""
+    found = re.search(r"loss term '[^']+' is (nan|-?inf)[^\n]*", error)
+    if not found:
+        raise scratch.ScratchError(error)
+    return {"seconds": round(seconds, 1), "restored": False, "val": {}, "test": {}, "train": {}, "not_applicable": None,
+            "diverged": found.group(0)}
+
+
+def run_one(tree: Path, key: RunKey, env: dict[str, str], log, pull: bool = False) -> dict:
+    """`dvc repro` of the run's train and evaluate stages in the worktree (`--pull`: restored from the
+    run-cache a work-pool cell pushed); its metrics."""
     started = time.monotonic()
     try:
-        out = scratch.run_logged([scratch.dvc_command(), "repro", key.stage("train"), key.stage("evaluate")], tree, env,
-                                 log, f"dvc repro {key.name}")
+        out = scratch.run_logged([scratch.dvc_command(), "repro", *(["--pull"] if pull else []), key.stage("train"),
+                                  key.stage("evaluate")], tree, env, log, f"dvc repro {key.name}")
     except scratch.ScratchError as exc:
-        diverged = re.search(r"loss term '[^']+' is (nan|-?inf)[^\n]*", str(exc))
-        if not diverged:
-            raise  # not the trial's own doing (a killed process, a full disk): stop, resume later
-        # a trial whose loss diverged is a result of its hyperparameters: recorded, out of the selection
-        return {"seconds": round(time.monotonic() - started, 1), "restored": False, "val": {}, "test": {},
-                "train": {}, "not_applicable": None, "diverged": diverged.group(0)}
+        return diverged_record(str(exc), time.monotonic() - started)
     folder = tree / "metrics" / key.parts
     train, val, test = _read(folder / "train.json"), _read(folder / "val.json"), _read(folder / "test.json")
     return {
@@ -186,8 +192,10 @@ def search_plan(params: Params, blocks: dict[str, dict]) -> dict[str, dict[str, 
 
 
 def run_phase(phase: str, runs: list[tuple[RunKey, str, int, dict]], params_text: str, records: Records, commit: str,
-              env: dict[str, str], max_runs: int | None, log) -> int:
-    """Run what `records` lacks, in order, appending each record; returns how many ran."""
+              env: dict[str, str], max_runs: int | None, log, submit=None) -> int:
+    """Run what `records` lacks, in order, appending each record; returns how many ran. `submit`
+    (the Prefect flow megl-study): every run first as a cell of the work pool, on any worker, then
+    each restored here from the run-cache it pushed (submit returns the failed runs' reasons)."""
     todo = [r for r in runs if not records.done(phase, r[0].name, r[3])]
     if max_runs is not None:
         todo = todo[:max_runs]
@@ -195,10 +203,14 @@ def run_phase(phase: str, runs: list[tuple[RunKey, str, int, dict]], params_text
         f"recorded, {len(todo)} to run now")
     if not todo:
         return 0
+    failed = submit([key for key, *_ in todo], params_text, env) if submit is not None else {}
     with scratch.worktree(commit, params_text) as tree:
         for i, (key, method, trial, values) in enumerate(todo, 1):
             log(f"{phase} {i}/{len(todo)}: {key.name} {values}")
-            result = run_one(tree, key, env, log)
+            if key.name in failed:
+                result = diverged_record(failed[key.name], 0.0)
+            else:
+                result = run_one(tree, key, env, log, pull=submit is not None)
             records.append({"phase": phase, "run": key.name, "dataset": key.dataset, "backbone": key.backbone,
                             "method": method, "variant": key.variant, "trial": trial, "seed": key.seed,
                             "hyperparameters": values, "commit": commit} | result)
@@ -237,7 +249,7 @@ def _write_json(path: Path, data) -> None:
 
 
 def run_all(args, params: Params, base: str, overlay: dict, trial_blocks: dict, trial_method: dict, records: Records,
-            commit: str, env: dict[str, str], folder: Path, log) -> None:
+            commit: str, env: dict[str, str], folder: Path, log, submit=None) -> None:
     """Per dataset: its search, then (once complete) its selection and its final runs."""
     study = params.study
     budget = args.max_runs
@@ -250,7 +262,7 @@ def run_all(args, params: Params, base: str, overlay: dict, trial_blocks: dict, 
             grid = {"datasets": [d], "backbones": list(study.backbones), "variants": list(trial_blocks),
                     "seeds": [study.search_seed]}
             text = scratch.narrowed_params(study_params_text(base, overlay, trial_blocks, grid), grid)
-            n = run_phase("search", search_runs, text, records, commit, env, budget, log)
+            n = run_phase("search", search_runs, text, records, commit, env, budget, log, submit)
             budget = None if budget is None else budget - n
         if not all(records.done("search", key.name, values) for key, _, _, values in search_runs):
             log(f"{d}: search not complete: its selection and final runs wait for it")
@@ -265,14 +277,16 @@ def run_all(args, params: Params, base: str, overlay: dict, trial_blocks: dict, 
             runs = [(RunKey(d, b, c["trial_variant"], s), v, c["trial"], c["hyperparameters"])
                     for b, by_method in chosen[d].items() for v, c in by_method.items() if c["trial_variant"]
                     for s in study.final_seeds]
-            n = run_phase("final", runs, text, records, commit, env, budget, log)
+            n = run_phase("final", runs, text, records, commit, env, budget, log, submit)
             budget = None if budget is None else budget - n
 
 
 # --- the command ------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, submit=None, log=None) -> int:
+    """The command; the Prefect flow megl-study calls it with `submit` (its runs go to the work pool)
+    and its logger."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", nargs="?", default=str(DEFAULT_STUDY), help="the study file (blocks laid over params.yaml)")
     parser.add_argument("--phase", choices=("search", "final", "report", "all"), default="all")
@@ -281,14 +295,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
-    def log(line: str) -> None:
-        print(line, flush=True)
-
+    log = log or (lambda line: print(line, flush=True))
     study_file = Path(args.study)
     try:
         overlay = yaml.safe_load(study_file.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        sys.exit(f"study: {study_file}: {exc}")
+        raise SystemExit(f"study: {study_file}: {exc}")
     base = (REPO / "params.yaml").read_text()
     merged = study_params_text(base, overlay)
     try:
@@ -314,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     env = _stage_env(params, parent)
     ok = False
     try:
-        run_all(args, params, base, overlay, trial_blocks, trial_method, records, commit, env, folder, log)
+        run_all(args, params, base, overlay, trial_blocks, trial_method, records, commit, env, folder, log, submit)
         ok = True
     finally:
         if parent is not None:

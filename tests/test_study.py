@@ -97,3 +97,42 @@ def test_uncommitted_code_and_a_bad_study_file_are_refused(tmp_path):
     (work / "configs" / "study.yaml").write_text(yaml.safe_dump(bad))
     out = study(work)
     assert out.returncode != 0 and "configs/study.yaml over params.yaml" in out.stderr and "final_seeds" in out.stderr
+
+
+def test_the_study_deployment_runs_its_runs_on_the_work_pool(ablation_sweep):
+    """`prefect deployment run megl-study/fair`: every run of the study a megl-cell flow run on the
+    pool's queue of the commit, restored from the run-cache into the records; the same records as
+    the command writes. The sweep fixture's checkout gets the study file as one more commit, and goes
+    back to its own commit afterwards (the other modules share it)."""
+    from sweep_support import stop
+
+    sweep = ablation_sweep
+    work = sweep.work
+    before = git(work, "rev-parse", "HEAD").strip()
+    study = dict(STUDY, study=dict(STUDY["study"], name="pool", variants=["baseline", "gradia"], trials=1))
+    (work / "configs").mkdir(exist_ok=True)
+    (work / "configs" / "study.yaml").write_text(yaml.safe_dump(study))
+    git(work, "add", "configs/study.yaml")
+    git(work, "commit", "-qm", "study")
+    stop(sweep.serve)
+    try:
+        sweep.start_serve()  # its worker serves the new commit's queue
+        cmd = [str(VENV_BIN / "prefect"), "deployment", "run", "megl-study/fair", "--watch", "--watch-timeout", "900"]
+        out = subprocess.run(cmd, cwd=work, env=sweep.env, capture_output=True, text=True, timeout=960)
+        import re
+
+        run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out.stdout).group(1)
+        assert sweep.flow_run(run_id)["state"]["type"] == "COMPLETED", out.stdout[-3000:] + out.stderr[-3000:]
+        commit = git(work, "rev-parse", "HEAD").strip()
+        cells = sweep.cell_runs(run_id)
+        found = [json.loads(line) for line in (work / "studies" / "pool" / "runs.jsonl").read_text().splitlines()]
+        assert [r["phase"] for r in found] == ["search", "search", "final", "final"]
+        assert sorted(c["name"] for c in cells) == sorted(r["run"] for r in found)
+        assert all(c["state_type"] == "COMPLETED" and c["work_queue_name"] == f"commit-{commit[:12]}" for c in cells)
+        assert all(r["restored"] and r["commit"] == commit and "accuracy" in r["val"] for r in found)
+        assert (work / "studies" / "pool" / "report.md").is_file()
+    finally:
+        stop(sweep.serve)
+        git(work, "reset", "-q", "--hard", before)
+        git(work, "clean", "-fdq", "studies")
+        sweep.start_serve()
