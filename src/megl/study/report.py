@@ -20,10 +20,13 @@ from megl.tables import DATASET_NAMES
 METRICS = (("accuracy", "Accuracy"), ("miou", "mIoU"))
 
 
+MAIN_WEIGHTS = ("variant.weight", "train.lambda_visual", "train.lambda_textual", "train.lr")
+
+
 def main_weight(space_keys: list[str]) -> str | None:
-    """The hyperparameter a method's plot shows: its explanation weight, else the learning rate."""
-    weights = [k for k in space_keys if k != "train.lr"]
-    return weights[0] if weights else ("train.lr" if "train.lr" in space_keys else None)
+    """The hyperparameter a method's plot shows: its explanation weight (MEGL: λ_visual), else the
+    learning rate (the plain backbone)."""
+    return next((k for k in MAIN_WEIGHTS if k in space_keys), None)
 
 
 def _label(params: Params, variant: str) -> str:
@@ -44,7 +47,7 @@ def final_values(records: list[dict], dataset: str, backbone: str, method: str, 
 
 def _cell(ci: Interval | None, bold: bool = False, signed: bool = False) -> str:
     if ci is None:
-        return "n/a"
+        return "-"  # no final run yet (a metric a method cannot have is absent from its records too)
     fmt = "{:+.4f}" if signed else "{:.4f}"
     text = ci.text(fmt)
     return f"**{text}**" if bold else text
@@ -96,9 +99,16 @@ def markdown(params: Params, rows: list[dict], selection: dict, records: list[di
         f"`{study.baseline}` (same seed), bold where its 95 % interval excludes 0. A value without ± has one seed.",
         "",
     ]
+    expected = study.trials * len(study.variants)
     for d in study.datasets:
         for b in study.backbones:
+            done = len({r["run"] for r in search if r["dataset"] == d and r["backbone"] == b})
+            finals = len({r["run"] for r in final if r["dataset"] == d and r["backbone"] == b})
             lines += [f"## {DATASET_NAMES.get(d, d)} / {b}", "",
+                      f"Search: {done} of {expected} runs recorded"
+                      + ("" if done == expected else " (selection and final runs wait for the whole search)")
+                      + f"; final: {finals} of {len(study.variants) * len(study.final_seeds)} runs. "
+                      "`-`: not run yet.", "",
                       "| Method | Selected | Hyperparameters | Val acc | Val mIoU | Accuracy | Δ acc | mIoU | Δ mIoU | Seeds |",
                       "|---|---|---|---|---|---|---|---|---|---|"]
             for r in (r for r in rows if r["dataset"] == d and r["backbone"] == b):
@@ -124,7 +134,7 @@ def markdown(params: Params, rows: list[dict], selection: dict, records: list[di
 
 
 def _num(v) -> str:
-    return f"{v:.4f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "n/a"
+    return f"{v:.4f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 
 
 def comparison_csv(rows: list[dict]) -> str:
@@ -166,13 +176,14 @@ def plots(params: Params, rows: list[dict], records: list[dict], folder: Path) -
                     pts = [(r["hyperparameters"][key], r["test"][m]) for r in own
                            if key and isinstance(r["test"].get(m), (int, float))]
                     if pts:
-                        xs = [p[0] / max(q[0] for q in pts) for p in pts]  # relative to the method's largest draw
-                        ax.scatter(xs, [p[1] for p in pts], label=f"{_label(params, v)} ({key.split('.', 1)[1]})", s=18)
+                        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=18,
+                                   label=f"{_label(params, v)} ({key.split('.', 1)[1]})")
                 ax.set_xscale("log")
-                ax.set_xlabel("main weight / its largest draw (log)")
+                ax.set_xlabel("the method's main weight (the plain backbone: its lr), log scale")
                 ax.set_ylabel(f"test {title} (search runs)")
                 ax.set_title(f"search: {title}")
-                ax.legend(fontsize=6)
+                if ax.get_legend_handles_labels()[0]:
+                    ax.legend(fontsize=6)
                 ax = axes[1][col]
                 own = [r for r in rows if r["dataset"] == d and r["backbone"] == b]
                 means = [r[m].mean if r[m] else 0.0 for r in own]
