@@ -30,14 +30,16 @@ def pipeline_modules(repo):
         sys.path.remove(str(repo / "pipeline"))
 
 
-def test_serve_offers_megl_ablation_with_the_sweep_parameters(pipeline_modules):
+def test_serve_offers_megl_ablation_and_the_study_with_their_parameters(pipeline_modules):
     _, serve = pipeline_modules
-    (deployment,) = serve.deployments()
+    deployment, study = serve.deployments()
     assert (deployment.flow_name, deployment.name) == ("megl", "ablation")
     assert deployment.entrypoint == "pipeline/flows.py:megl_sweep"
     schema = deployment._parameter_openapi_schema
     assert set(schema.properties) == {"datasets", "backbones", "variants", "seeds", "max_parallel"}
     assert not schema.required  # every parameter defaults to params.yaml
+    assert (study.flow_name, study.name, study.entrypoint) == ("megl-study", "fair", "pipeline/flows.py:megl_study")
+    assert set(study._parameter_openapi_schema.properties) == {"study", "max_runs", "max_parallel"}
 
 
 def test_the_cell_deployment_runs_in_the_workers_own_clone(pipeline_modules):
