@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 CELLS = Path(".dvc") / "tmp" / "cells"
-OWNER = ".megl-owner-pid"
+OWNER = ".owner-pid"  # <tree>.owner-pid beside each worktree (owner_file)
 
 Log = Callable[[str], None]
 
@@ -125,17 +125,27 @@ def narrowed_params(params_text: str, grid: dict[str, list]) -> str:
     return _dump(yaml_rt, params)
 
 
+def owner_file(tree: Path) -> Path:
+    """The pid of the process a worktree belongs to, beside it: written before the worktree is made,
+    removed after it is gone, so a tree is never without its owner while it exists."""
+    return tree.with_name(tree.name + OWNER)
+
+
 def _remove_dead(clone: Path) -> None:
-    """Worktrees of cells killed outright (their owner process is gone)."""
+    """Worktrees of cells killed outright (their owner process is gone). A tree being made by a live
+    cell already has its owner file: another cell's clean-up never removes it under git's hands."""
     folder = clone / CELLS
-    for tree in folder.glob("*") if folder.is_dir() else []:
+    for owner in folder.glob(f"*{OWNER}") if folder.is_dir() else []:
         try:
-            pid = int((tree / OWNER).read_text())
-            os.kill(pid, 0)
+            os.kill(int(owner.read_text()), 0)
             continue  # still running
         except (OSError, ValueError):
             pass
-        shutil.rmtree(tree, ignore_errors=True)
+        shutil.rmtree(owner.with_name(owner.name[: -len(OWNER)]), ignore_errors=True)
+        owner.unlink(missing_ok=True)
+    for tree in folder.iterdir() if folder.is_dir() else []:
+        if tree.is_dir() and not owner_file(tree).exists():  # its owner file goes first: a leftover
+            shutil.rmtree(tree, ignore_errors=True)
     subprocess.run(["git", "-C", str(clone), "worktree", "prune"], capture_output=True)
 
 
@@ -164,14 +174,15 @@ def worktree(commit: str, params_text: str, clone: Path = REPO) -> Iterator[Path
     _remove_dead(clone)
     tree = clone / CELLS / uuid.uuid4().hex[:12]
     tree.parent.mkdir(parents=True, exist_ok=True)
-    git(clone, "worktree", "add", "--detach", "--force", str(tree), commit)
+    owner_file(tree).write_text(str(os.getpid()))
     try:
-        (tree / OWNER).write_text(str(os.getpid()))
+        git(clone, "worktree", "add", "--detach", "--force", str(tree), commit)
         (tree / "params.yaml").write_text(params_text)
         _dvc_config(clone, tree)
         yield tree
     finally:
         shutil.rmtree(tree, ignore_errors=True)
+        owner_file(tree).unlink(missing_ok=True)
         subprocess.run(["git", "-C", str(clone), "worktree", "prune"], capture_output=True)
 
 

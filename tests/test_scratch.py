@@ -84,6 +84,6 @@ def test_a_worktree_left_by_a_killed_cell_is_removed_by_the_next(scratch, clone)
     dead = subprocess.Popen(["true"])
     dead.wait()
     with scratch.worktree(commit, "", clone) as first:
-        (first / scratch.OWNER).write_text(str(dead.pid))  # as if its process was SIGKILLed
+        scratch.owner_file(first).write_text(str(dead.pid))  # as if its process was SIGKILLed
         with scratch.worktree(commit, "", clone) as second:
             assert not first.exists() and second.exists()
