@@ -196,11 +196,9 @@ def run_phase(phase: str, runs: list[tuple[RunKey, str, int, dict]], params_text
     """Run what `records` lacks, in order, appending each record; returns how many ran. `submit`
     (the Prefect flow megl-study): every run first as a cell of the work pool, on any worker, then
     each restored here from the run-cache it pushed (submit returns the failed runs' reasons)."""
-    todo = [r for r in runs if not records.done(phase, r[0].name, r[3])]
-    if max_runs is not None:
-        todo = todo[:max_runs]
-    log(f"{phase}: {len(runs) - len([r for r in runs if not records.done(phase, r[0].name, r[3])])} of {len(runs)} runs "
-        f"recorded, {len(todo)} to run now")
+    missing = [r for r in runs if not records.done(phase, r[0].name, r[3])]
+    todo = missing if max_runs is None else missing[:max_runs]
+    log(f"{phase}: {len(runs) - len(missing)} of {len(runs)} runs recorded, {len(todo)} to run now")
     if not todo:
         return 0
     failed = submit([key for key, *_ in todo], params_text, env) if submit is not None else {}
@@ -314,12 +312,13 @@ def main(argv: list[str] | None = None, submit=None, log=None) -> int:
                  "commit, so commit them (or stash them) first")
     commit = scratch.head_commit(REPO)
     folder = REPO / "studies" / study.name
-    protocol = protocol_digest(yaml.safe_load(merged))
+    merged_tree = yaml.safe_load(merged)
+    protocol = protocol_digest(merged_tree)
     records = Records(folder, code_digest(), protocol)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "study.yaml").write_text(study_file.read_text())
 
-    plan = search_plan(params, yaml.safe_load(merged)["variants"])
+    plan = search_plan(params, merged_tree["variants"])
     trial_blocks = {name: block for trials in plan.values() for name, (_, _, block) in trials.items()}
     trial_method = {name: (v, k, values) for v, trials in plan.items() for name, (k, values, _) in trials.items()}
     parent = _open_parent(params, commit, len(records.all)) if args.phase != "report" else None
