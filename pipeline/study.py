@@ -18,6 +18,8 @@ the shared cache and run-cache, MLflow runs nested under one parent run per invo
 run its record (the trial's values, validation and test metrics, seconds, the code it ran) is
 appended to studies/<name>/runs.jsonl: a study killed or stopped at a session's end resumes
 where it stopped (records of the same code and protocol are kept; `--max-runs` bounds one call).
+After a commit that changes the code, one record per method is run again first: the older records
+are reused only if those give the same numbers (check_older_code).
 """
 
 from __future__ import annotations
@@ -120,28 +122,65 @@ def code_digest() -> str:
 
 
 class Records:
-    """studies/<name>/runs.jsonl: one line per finished run, appended as it finishes."""
+    """studies/<name>/runs.jsonl: one line per finished run, appended as it finishes; code.jsonl: the
+    checks that older code's records are what this code makes (check_older_code)."""
 
     def __init__(self, folder: Path, code: str, protocol: str):
-        self.path = folder / "runs.jsonl"
+        self.path, self.checks_path = folder / "runs.jsonl", folder / "code.jsonl"
         self.code, self.protocol = code, protocol
-        self.all = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()] if self.path.is_file() else []
+        self.all = _lines(self.path)
+        self.checks = _lines(self.checks_path)
+        self.codes = self._same_as(code)
+
+    def _same_as(self, code: str) -> set[str]:
+        """code and every code a passed check shows makes the same numbers (checks chain)."""
+        same, grew = {code}, True
+        while grew:
+            grew = False
+            for c in self.checks:
+                if c["identical"] and (c["from"] in same) != (c["to"] in same):
+                    same |= {c["from"], c["to"]}
+                    grew = True
+        return same
 
     def current(self) -> list[dict]:
         """The records this code and protocol would make again (others are kept, not used)."""
-        return [r for r in self.all if r["code"] == self.code and r["protocol"] == self.protocol]
+        return [r for r in self.all if r["code"] in self.codes and r["protocol"] == self.protocol]
+
+    def older(self) -> dict[str, list[dict]]:
+        """This protocol's records of other code, by code, newest code first, not yet checked against
+        this code."""
+        checked = {c["from"] for c in self.checks if c["to"] == self.code}
+        out: dict[str, list[dict]] = {}
+        for r in reversed(self.all):
+            if r["protocol"] == self.protocol and r["code"] not in self.codes and r["code"] not in checked:
+                out.setdefault(r["code"], []).insert(0, r)
+        return out
 
     def done(self, phase: str, run: str, hyperparameters: dict) -> bool:
         return any(r["phase"] == phase and r["run"] == run and r["hyperparameters"] == hyperparameters for r in self.current())
 
     def append(self, record: dict) -> None:
         record = {"code": self.code, "protocol": self.protocol} | record
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        _append(self.path, record)
         self.all.append(record)
+
+    def add_check(self, check: dict) -> None:
+        _append(self.checks_path, check)
+        self.checks.append(check)
+        self.codes = self._same_as(self.code)
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _append(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(data, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _read(path: Path) -> dict:
@@ -213,6 +252,45 @@ def run_phase(phase: str, runs: list[tuple[RunKey, str, int, dict]], params_text
                             "method": method, "variant": key.variant, "trial": trial, "seed": key.seed,
                             "hyperparameters": values, "commit": commit} | result)
     return len(todo)
+
+
+COMPARED = ("val", "test", "train", "not_applicable", "diverged")  # what a record's run must give again
+
+
+def check_older_code(records: Records, base: str, overlay: dict, trial_blocks: dict, commit: str, env: dict[str, str],
+                     log) -> None:
+    """A code change that leaves the numbers alone (a comment, a refactor, a new option off by default)
+    need not restart a study of hours. For each older code with records of this protocol: one record
+    per method is run again at this commit; when every one gives the same metrics (validation, test,
+    the training history), that code's records count as this code's (code.jsonl says so, with the runs
+    that showed it); at the first difference they do not, and the study runs everything again."""
+    for old, found in records.older().items():
+        if old in records.codes:  # shown the same through a check made a moment ago (checks chain)
+            continue
+        by_method: dict[str, dict] = {}
+        for r in found:  # the method's last record, one that trained to the end where there is one
+            if r["method"] not in by_method or not r.get("diverged") or by_method[r["method"]].get("diverged"):
+                by_method[r["method"]] = r
+        sample = [by_method[m] for m in sorted(by_method)]
+        grid = {"datasets": sorted({r["dataset"] for r in sample}), "backbones": sorted({r["backbone"] for r in sample}),
+                "variants": sorted({r["variant"] for r in sample}), "seeds": sorted({r["seed"] for r in sample})}
+        text = scratch.narrowed_params(study_params_text(base, overlay, trial_blocks, grid), grid)
+        log(f"code {old} -> {records.code}: {len(found)} records; running one per method again to compare: "
+            + ", ".join(r["run"] for r in sample))
+        check = {"from": old, "to": records.code, "commit": commit, "runs": [r["run"] for r in sample]}
+        with scratch.worktree(commit, text) as tree:
+            for r in sample:
+                again = run_one(tree, RunKey(r["dataset"], r["backbone"], r["variant"], r["seed"]), env, log)
+                differs = {part: {"recorded": r.get(part), "now": again.get(part)} for part in COMPARED
+                           if r.get(part) != again.get(part)}
+                if differs:
+                    records.add_check(check | {"identical": False, "runs": [r["run"]], "differs": differs})
+                    log(f"code {old}: {r['run']} gives other numbers at this commit ({', '.join(differs)}): its "
+                        f"{len(found)} records are not reused")
+                    break
+            else:
+                records.add_check(check | {"identical": True})
+                log(f"code {old}: the same numbers at this commit: its {len(found)} records are reused")
 
 
 # --- selection --------------------------------------------------------------------------------------
@@ -325,6 +403,8 @@ def main(argv: list[str] | None = None, submit=None, log=None) -> int:
     env = _stage_env(params, parent)
     ok = False
     try:
+        if args.phase != "report":
+            check_older_code(records, base, overlay, trial_blocks, commit, env, log)
         run_all(args, params, base, overlay, trial_blocks, trial_method, records, commit, env, folder, log, submit)
         ok = True
     finally:

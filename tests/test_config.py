@@ -155,6 +155,8 @@ def test_validate_stage(repo, tmp_path):
         ({"method": "llava", "mllm": {"profile": "paper"}}, "variants.bad.mllm.model_path"),
         ({"method": "llava", "mllm": {"lora_rank": 8}}, "unknown key(s) ['lora_rank']"),
         ({"loss": "gradia"}, "unknown key(s) ['loss']"),
+        ({"method": "gradia", "text_head": {"encoder_image_size": 112}}, "variants.bad.text_head: set, but the variant trains no text head"),
+        ({"text": True, "text_head": {"encoder_size": 112}}, "variants.bad.text_head: unknown key(s) ['encoder_size']"),
     ],
 )
 def test_bad_variant_blocks_name_the_key(repo, tmp_path, variant, message):
@@ -203,3 +205,19 @@ def test_pretrained_overlay_makes_valid_params_and_names_make_weights(repo, tmp_
     with pytest.raises(ConfigError, match=r"backbones.dinov2_s14.pretrained_path: .*weights/dinov2-vits14 does not exist.*make weights") as err:
         check_pipeline(params, tmp_path / "params.yaml")
     assert "text_head.llm_path" in str(err.value) and "weights/smollm2-135m-instruct" in str(err.value)
+
+
+def test_a_variants_text_head_values_reach_its_runs_only(repo, tmp_path):
+    """An ablation arm's encoder of I ⊙ Â: the variant's text_head values over the block, paths from
+    the params file's folder, checked like the block's (a missing folder named with its variant)."""
+    raw = default_params(repo)
+    raw["variants"]["megl_dino"] = dict(raw["variants"]["megl"], text_head={"encoder_path": "weights/none", "encoder_image_size": 112})
+    raw["grid"]["variants"] = ["megl", "megl_dino"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = load_params(tmp_path / "params.yaml")
+    head = params.for_run("megl_dino", 1).text_head
+    assert head.encoder_path == str(tmp_path / "weights" / "none") and head.encoder_image_size == 112
+    assert head.prefix_grid == params.text_head.prefix_grid
+    assert params.for_run("megl", 1).text_head == params.text_head
+    with pytest.raises(ConfigError, match=r"variants.megl_dino.text_head.encoder_path: .*weights/none does not exist"):
+        check_pipeline(params, tmp_path / "params.yaml")

@@ -336,3 +336,63 @@ def test_tiny_profile_refuses_local_paths():
         TextHeadConfig(llm_path="/somewhere")
     with pytest.raises(ConfigError, match="text_head.llm_path: the 'pretrained' profile needs a local checkpoint"):
         TextHeadConfig(profile="pretrained")
+
+
+# ----------------------------------------------------------------- the encoder of I ⊙ Â, and what is exported
+
+
+def _exported(head):
+    return {k: v.clone() for k, v in head.state_dict().items() if k not in head.checkpoint_keys()}
+
+
+def _same_after_reload(cfg, tok, head):
+    """A rebuild under another seed, given the exported state, computes what `head` does."""
+    again = make_head(tok, seed=123, **dataclasses.asdict(cfg))
+    missing, unexpected = again.load_state_dict(_exported(head), strict=False)
+    assert not unexpected and set(missing) <= head.checkpoint_keys()
+    images, cam, features = make_batch(n=2)
+    ids, mask = head.encode(EXPLANATIONS[:2])
+    with torch.no_grad():
+        return torch.equal(head.eval()(images, cam, features, ids, mask), again.eval()(images, cam, features, ids, mask))
+
+
+def test_a_dinov2_folder_encodes_the_masked_image(tok, tmp_path):
+    from transformers import Dinov2Config, Dinov2Model
+
+    from megl.models.backbones import IMAGENET_MEAN
+
+    torch.manual_seed(0)
+    Dinov2Model(Dinov2Config(hidden_size=24, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48,
+                             patch_size=7, image_size=518)).save_pretrained(tmp_path / "dinov2")
+    cfg = TextHeadConfig(encoder_path=str(tmp_path / "dinov2"), encoder_image_size=28)  # the tiny LLM, any profile
+    head = make_head(tok, **dataclasses.asdict(cfg))
+    assert type(head.clip).__name__ == "Dinov2Model" and head.clip_image_size == 28
+    assert torch.allclose(head.clip_mean.flatten(), torch.tensor(IMAGENET_MEAN))
+    images, cam, features = make_batch(n=2)
+    ids, mask = head.encode(EXPLANATIONS[:2])
+    loss = head(images, cam.requires_grad_(), features, ids, mask)
+    loss.backward()
+    assert torch.isfinite(loss) and cam.grad.abs().sum() > 0  # L_textual reaches Â through the frozen encoder
+    assert not any(p.requires_grad for p in head.clip.parameters())
+    # the encoder comes from its folder on load (never exported); the random-init LLM is exported
+    keys = head.checkpoint_keys()
+    assert keys and all(k.startswith("clip.") for k in keys) and {k for k in head.state_dict() if k.startswith("clip.")} == keys
+    assert _same_after_reload(cfg, tok, head)
+
+    with pytest.raises(ConfigError, match="encoder_path: set beside clip_path"):
+        TextHeadConfig(profile="paper", clip_path="/a", llm_path="/b", encoder_path="/c")
+    (tmp_path / "llm").mkdir()
+    LlamaConfig(vocab_size=10).save_pretrained(tmp_path / "llm")
+    with pytest.raises(ValueError, match="holds a 'llama' model"):
+        make_head(tok, encoder_path=str(tmp_path / "llm"))
+
+
+def test_the_random_encoder_of_a_pretrained_head_is_exported(tok, tmp_path):
+    """The pretrained profile without clip_path keeps the tiny random-init CLIP, frozen: a rebuild draws
+    it afresh, so the export must carry it (it once did not, and evaluation met another encoder)."""
+    cfg = TextHeadConfig(profile="pretrained", llm_path=_local_llm(tmp_path, tok))
+    head = make_head(tok, **dataclasses.asdict(cfg))
+    keys = head.checkpoint_keys()
+    assert keys and all(k.startswith("llm.") for k in keys)
+    assert not any(k.startswith("clip.") for k in keys)
+    assert _same_after_reload(cfg, tok, head)

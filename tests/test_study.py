@@ -1,6 +1,7 @@
 """The study command end to end (pipeline/study.py) in a git + DVC copy of the repository with tiny
 params: a bounded call records part of the search and stops; the next resumes, selects on validation
-and runs the final seeds; a third has nothing to do. Trial values are the seeded draws; the
+and runs the final seeds; a third has nothing to do; after a commit that changes no number the
+records are reused (shown by running one per method again), after one that does they are not. Trial values are the seeded draws; the
 workspace's own outputs are untouched."""
 
 import json
@@ -85,6 +86,26 @@ def test_study_resumes_selects_on_validation_and_reports(tmp_path):
     assert digest(work) == before  # the workspace's outputs: untouched (the study writes studies/)
     assert git(work, "status", "--porcelain", "--", "dvc.lock", "params.yaml", "metrics") == ""
     assert git(work, "status", "--porcelain", "--", "studies").strip() == "?? studies/"  # to be committed as it goes
+
+    # a commit that leaves the numbers alone: one record per method runs again, the records are reused
+    losses = work / "src" / "megl" / "losses.py"
+    losses.write_text(losses.read_text() + "\n# a comment\n")
+    git(work, "commit", "-qam", "a comment")
+    fourth = study(work)
+    assert fourth.returncode == 0, fourth.stdout[-3000:] + fourth.stderr[-3000:]
+    assert "the same numbers at this commit: its 6 records are reused" in fourth.stdout and "0 to run now" in fourth.stdout
+    checks = [json.loads(line) for line in (work / "studies" / "tiny" / "code.jsonl").read_text().splitlines()]
+    assert checks[-1]["identical"] and len(checks[-1]["runs"]) == 2 and len(records(work)) == 6
+
+    # a commit that changes them: the older records are not reused, the study starts again
+    train = work / "src" / "megl" / "train.py"
+    train.write_text(train.read_text().replace("model.param_groups(cfg.lr,", "model.param_groups(cfg.lr * 10,"))
+    git(work, "commit", "-qam", "ten times the lr")
+    fifth = study(work, "--max-runs", "0")
+    assert fifth.returncode == 0, fifth.stdout[-3000:] + fifth.stderr[-3000:]
+    assert "gives other numbers at this commit" in fifth.stdout and "search: 0 of 4 runs recorded" in fifth.stdout
+    checks = [json.loads(line) for line in (work / "studies" / "tiny" / "code.jsonl").read_text().splitlines()]
+    assert not checks[-1]["identical"] and len(checks[-1]["runs"]) == 1 and "test" in checks[-1]["differs"]
 
 
 def test_uncommitted_code_and_a_bad_study_file_are_refused(tmp_path):

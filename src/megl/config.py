@@ -271,6 +271,8 @@ class VariantConfig:
     # this variant's values of train.* keys (a study's trial: its learning rate, its λs), over the
     # train block; train.seed comes from the grid
     train: dict[str, Any] | None = None
+    # this variant's values of text_head.* keys (an ablation arm's encoder of I ⊙ Â), over the block
+    text_head: dict[str, Any] | None = None
 
     def validate(self, where: str) -> None:
         # the method and the keys it reads: megl.pipeline_checks (the registry needs torch; the schema does not)
@@ -494,6 +496,13 @@ class TextHeadConfig:
     prefix_grid: int = 2  # prefix = prefix_grid x prefix_grid tokens
     clip_path: str | None = None
     llm_path: str | None = None
+    # another frozen encoder of I ⊙ Â in place of CLIP, any profile: a local transformers folder of a
+    # CLIP or DINOv2 model (weights/dinov2-vits14 from `make weights`: no CLIP weights can be had
+    # offline). null: clip_path's CLIP, else the tiny random-init one
+    encoder_path: str | None = None
+    # the side I ⊙ Â is resized to for a loaded encoder (null: the checkpoint's own; DINOv2's 518 is
+    # costly on a CPU, 112 is 8 x 8 patches of 14 px)
+    encoder_image_size: int | None = None
     vocab_size: int = 512  # size of the tokenizer trained for a tiny LLM
     max_text_tokens: int = 32  # explanation tokens + 2 (the tiny head's <bos> and <eos>)
     # The instruction of a chat-tuned LLM's user turn (its chat template, after the image prefix).
@@ -536,6 +545,10 @@ class TextHeadConfig:
         for name in needed:
             if getattr(self, name) is None:
                 raise ConfigError(f"{where}.{name}: the {self.profile!r} profile needs a local checkpoint folder (nothing is downloaded)")
+        if self.encoder_path is not None and self.clip_path is not None:
+            raise ConfigError(f"{where}.encoder_path: set beside clip_path; the head has one encoder of I ⊙ Â")
+        if self.encoder_image_size is not None and self.encoder_image_size < 1:
+            raise ConfigError(f"{where}.encoder_image_size: must be >= 1, got {self.encoder_image_size}")
         if self.profile == "tiny":
             for name in ("clip_path", "llm_path"):
                 if getattr(self, name) is not None:
@@ -631,6 +644,7 @@ class Params:
         self._check_grid_names(self.grid, "grid.{kind}:")
         for name, variant in self.variants.items():
             self.variant_train(name, f"variants.{name}.train")  # ConfigError naming a bad override
+            self.variant_text_head(name, f"variants.{name}.text_head")
         if self.study is not None:
             self._check_grid_names(GridConfig(self.study.datasets, self.study.backbones, self.study.variants, (0,)),
                                    "study.{kind}:")
@@ -692,10 +706,22 @@ class Params:
         merged.validate(where)
         return merged
 
+    def variant_text_head(self, name: str, where: str | None = None) -> TextHeadConfig:
+        """The text_head block with the variant's own `text_head:` values over it (paths against the
+        params file's folder, as the block's)."""
+        own = self.variant(name).text_head
+        if not own:
+            return self.text_head
+        where = where or f"variants.{name}.text_head"
+        block = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.text_head).items()}
+        merged = build_dataclass(TextHeadConfig, block | dict(own), where)
+        return _text_head_paths(merged, lambda path: None if path is None else str(Path(self.root) / path))
+
     def for_run(self, variant: str, seed: int) -> "Params":
-        """These params for one run: the variant's train values over the train block, train.seed the
-        run's. The run, its export and its tracked params carry them."""
-        return dataclasses.replace(self, train=dataclasses.replace(self.variant_train(variant), seed=seed))
+        """These params for one run: the variant's train and text_head values over those blocks,
+        train.seed the run's. The run, its export and its tracked params carry them."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.variant_train(variant), seed=seed),
+                                   text_head=self.variant_text_head(variant))
 
     def synthetic_source(self, name: str) -> SyntheticConfig:
         if name not in self.synthetic:
@@ -728,6 +754,13 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     return params
 
 
+TEXT_HEAD_PATHS = ("clip_path", "llm_path", "encoder_path")
+
+
+def _text_head_paths(head: TextHeadConfig, absolute) -> TextHeadConfig:
+    return dataclasses.replace(head, **{k: absolute(getattr(head, k)) for k in TEXT_HEAD_PATHS})
+
+
 def _resolve_paths(params: Params, root: Path) -> Params:
     """Make every path absolute against the params file's folder (DVC may run stages elsewhere)."""
 
@@ -752,8 +785,7 @@ def _resolve_paths(params: Params, root: Path) -> Params:
         name: v if v.mllm is None else dataclasses.replace(v, mllm=dataclasses.replace(v.mllm, model_path=absolute(v.mllm.model_path)))
         for name, v in params.variants.items()
     }
-    text_head = dataclasses.replace(params.text_head, clip_path=absolute(params.text_head.clip_path),
-                                    llm_path=absolute(params.text_head.llm_path))
+    text_head = _text_head_paths(params.text_head, absolute)
     return dataclasses.replace(
         params, root=root, datasets=datasets, synthetic=synthetic, backbones=backbones, evaluate=evaluate,
         text_head=text_head, decoys=decoys, variants=variants,

@@ -10,13 +10,14 @@ import dataclasses
 import os
 from pathlib import Path
 
-from megl.config import DEFAULT_PARAMS, ConfigError, Params, VariantConfig
+from megl.config import DEFAULT_PARAMS, TEXT_HEAD_PATHS, ConfigError, Params, VariantConfig
 
 
 def variant_problems(params: Params) -> list[str]:
     """Each variant against its method's registry entry: the method exists, and the variant sets
     only keys the method reads (a RES weight on MEGL, or `visual` on GRADIA, would be ignored).
-    Its own `train:` values apply to every method (Params.variant_train checks them)."""
+    Its own `train:` values apply to every method (Params.variant_train checks them); its own
+    `text_head:` values only where it trains a text head."""
     from megl import methods
 
     problems, default = [], VariantConfig()
@@ -27,11 +28,13 @@ def variant_problems(params: Params) -> list[str]:
             problems.append(f"variants.{name}.method: {exc.args[0]}")
             continue
         foreign = [f.name for f in dataclasses.fields(variant)
-                   if f.name not in ("method", "train") and getattr(variant, f.name) != getattr(default, f.name)
+                   if f.name not in ("method", "train", "text_head") and getattr(variant, f.name) != getattr(default, f.name)
                    and f.name not in method.knobs]
         if foreign:
             problems.append(f"variants.{name}: method {variant.method!r} does not read {foreign} (it reads "
                             f"{sorted(method.knobs) or 'none of the variant keys'})")
+        if variant.text_head and not variant.text:
+            problems.append(f"variants.{name}.text_head: set, but the variant trains no text head (text: false)")
     return problems
 
 
@@ -61,12 +64,14 @@ def check_pipeline(params: Params, source: str | Path = DEFAULT_PARAMS) -> None:
         path = params.backbones[name].pretrained_path
         if missing(path):
             problems.append(f"backbones.{name}.pretrained_path: {path} does not exist (weights load from local folders only; `make weights` converts the packaged ones)")
-    head = params.text_head
-    for key in ("clip_path", "llm_path"):
-        path = getattr(head, key)
-        if missing(path):
-            problems.append(f"text_head.{key}: {path} does not exist (the {head.profile!r} profile loads local "
-                            "checkpoints only; `make weights` converts the packaged ones)")
+    heads = {"text_head": params.text_head} | {f"variants.{v}.text_head": params.variant_text_head(v)
+                                                 for v in params.grid.variants if params.variant(v).text_head}
+    for where, head in heads.items():
+        for key in TEXT_HEAD_PATHS:
+            path = getattr(head, key)
+            if missing(path):
+                problems.append(f"{where}.{key}: {path} does not exist (text heads load local checkpoints only; "
+                                "`make weights` converts the packaged ones)")
     if missing(params.evaluate.clipscore_clip_path):
         problems.append(f"evaluate.clipscore_clip_path: {params.evaluate.clipscore_clip_path} does not exist")
     if problems:

@@ -10,8 +10,9 @@ functions never change. L_textual is the SDTG head's token NLL of the explanatio
 L_dc is a KL between spatial distributions. The paper builds the CAM's distribution from Â
 (min-max, then sum to 1); that map is invariant to the CAM's shift and scale, so its gradient
 grows as 1/(max − min): at initialisation, when Grad-CAMs are nearly flat, it was 27x the CE
-gradient and MEGL trained worse than no guidance at all. By default the distribution is instead
-softmax(raw Grad-CAM / T), whose gradient is bounded by 1/T (train.consistency_input).
+gradient in a development run (an observation, not a committed result). By default the
+distribution is instead softmax(raw Grad-CAM / T), whose gradient is bounded by 1/T
+(train.consistency_input); the paper's min-max form stays selectable.
 """
 
 from __future__ import annotations

@@ -129,20 +129,21 @@ class MEGL(nn.Module):
         return groups
 
     def export_weights(self) -> dict[str, torch.Tensor]:
-        """Tiny profiles are random-init, so their frozen parts are saved too; a text head on local
-        checkpoints keeps only what training changed."""
+        """Everything but what a rebuild loads from local checkpoints (SDTGHead.checkpoint_keys):
+        random-init parts are saved even when frozen."""
         weights = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        if self.text_head is not None and self.text_head.cfg.profile != "tiny":
-            keep = set(self.text_head.trainable_state_dict())
-            weights = {k: v for k, v in weights.items() if not k.startswith("text_head.") or k[len("text_head."):] in keep}
-        return weights
+        skip = self._checkpoint_keys()
+        return {k: v for k, v in weights.items() if k not in skip}
 
     def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
-        """The exported weights back; a head on local checkpoints takes its frozen parts from them."""
-        strict = self.text_head is None or self.text_head.cfg.profile == "tiny"
+        """The exported weights back; the rest must be what the local checkpoints gave."""
         missing, unexpected = self.load_state_dict(weights, strict=False)
-        if unexpected or (strict and missing):
+        missing = sorted(set(missing) - self._checkpoint_keys())
+        if unexpected or missing:
             raise ValueError(f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+    def _checkpoint_keys(self) -> set[str]:
+        return {f"text_head.{k}" for k in self.text_head.checkpoint_keys()} if self.text_head is not None else set()
 
     def gallery(self, val_set, n: int, device) -> tuple[np.ndarray | None, dict[str, list]]:
         """CAM overlays against GT maps, and generated vs reference explanations, for the first n

@@ -1,6 +1,7 @@
 """SDTG text head: Saliency-Driven Textual Grounding (paper §3.3).
 
 V_I = W_I · pool(f(I)_feature),  V_A = W_A · pool(CLIP(I ⊙ Â)),  V = V_A + V_I
+(CLIP: the paper's; `text_head.encoder_path` puts another frozen encoder there, DINOv2)
 is a prefix of prefix_grid² embeddings for a causal LM (LoRA via peft), and
 L_textual is the mean NLL of the ground-truth explanation tokens given V.
 
@@ -19,6 +20,8 @@ Why some choices:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -26,9 +29,11 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from torch import nn
-from transformers import AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+from transformers import (AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel, Dinov2Model, LlamaConfig,
+                          LlamaForCausalLM)
 
 from megl.config import TextHeadConfig
+from megl.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 from megl.models.word_region_attention import WordRegionAttention
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -50,13 +55,34 @@ def _local_path(cfg: TextHeadConfig, field: str) -> str:
     return str(path)
 
 
-def _build_backbones(cfg: TextHeadConfig, vocab: int) -> tuple[CLIPVisionModel, LlamaForCausalLM]:
-    # float32 explicitly: transformers 5 defaults to dtype="auto" (a bf16 checkpoint would
-    # load in bf16 and clash with the fp32 projections and the fp32 Grad-CAM).
-    kw = dict(local_files_only=True, attn_implementation=ATTN, dtype=torch.float32)
-    if cfg.clip_path is not None:
-        clip = CLIPVisionModel.from_pretrained(_local_path(cfg, "clip_path"), **kw)
-    else:
+# model_type (a checkpoint's config.json) -> the transformers encoder the head loads for I ⊙ Â
+ENCODERS = {"clip": CLIPVisionModel, "clip_vision_model": CLIPVisionModel, "dinov2": Dinov2Model}
+
+
+@dataclasses.dataclass
+class Encoder:
+    """The frozen encoder of I ⊙ Â and how it is fed."""
+
+    model: nn.Module
+    image_size: int  # the side I ⊙ Â is resized to
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    loaded: bool  # from a local checkpoint (rebuilt from it on load, so never exported)
+    kwargs: dict  # extra forward arguments
+
+
+def _pixel_stats(folder: str, model_type: str) -> tuple[tuple, tuple]:
+    """The checkpoint's own pixel statistics (preprocessor_config.json), else its family's."""
+    pre = Path(folder) / "preprocessor_config.json"
+    stats = json.loads(pre.read_text()) if pre.is_file() else {}
+    if "image_mean" in stats and "image_std" in stats:
+        return tuple(stats["image_mean"]), tuple(stats["image_std"])
+    return (IMAGENET_MEAN, IMAGENET_STD) if model_type == "dinov2" else (CLIP_MEAN, CLIP_STD)
+
+
+def _build_encoder(cfg: TextHeadConfig, kw: dict) -> Encoder:
+    field = "encoder_path" if cfg.encoder_path is not None else "clip_path"
+    if getattr(cfg, field) is None:
         clip = CLIPVisionModel(
             CLIPVisionConfig(
                 hidden_size=cfg.clip_hidden,
@@ -68,6 +94,25 @@ def _build_backbones(cfg: TextHeadConfig, vocab: int) -> tuple[CLIPVisionModel, 
                 attn_implementation=ATTN,
             )
         )
+        return Encoder(clip, cfg.clip_image_size, CLIP_MEAN, CLIP_STD, loaded=False, kwargs={})
+    folder = _local_path(cfg, field)
+    model_type = AutoConfig.from_pretrained(folder, local_files_only=True).model_type
+    if model_type not in ENCODERS:
+        raise ValueError(f"text_head.{field}: {folder} holds a {model_type!r} model; the head encodes I ⊙ Â with "
+                         f"one of {sorted(ENCODERS)} (transformers model_type)")
+    model = ENCODERS[model_type].from_pretrained(folder, **kw)
+    native = model.config.image_size
+    side = cfg.encoder_image_size or native
+    # DINOv2 always interpolates its position embeddings; CLIP does when asked
+    kwargs = {"interpolate_pos_encoding": True} if side != native and model_type != "dinov2" else {}
+    return Encoder(model, side, *_pixel_stats(folder, model_type), loaded=True, kwargs=kwargs)
+
+
+def _build_backbones(cfg: TextHeadConfig, vocab: int) -> tuple[Encoder, LlamaForCausalLM]:
+    # float32 explicitly: transformers 5 defaults to dtype="auto" (a bf16 checkpoint would
+    # load in bf16 and clash with the fp32 projections and the fp32 Grad-CAM).
+    kw = dict(local_files_only=True, attn_implementation=ATTN, dtype=torch.float32)
+    encoder = _build_encoder(cfg, kw)
     if cfg.llm_path is not None:
         llm = AutoModelForCausalLM.from_pretrained(_local_path(cfg, "llm_path"), **kw)
         if vocab > llm.get_input_embeddings().num_embeddings:  # a tokenizer with added tokens
@@ -86,7 +131,7 @@ def _build_backbones(cfg: TextHeadConfig, vocab: int) -> tuple[CLIPVisionModel, 
                 attn_implementation=ATTN,
             )
         )
-    return clip, llm
+    return encoder, llm
 
 
 IMAGE_MARK = "<megl-image-prefix>"
@@ -114,7 +159,7 @@ class SDTGHead(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tokenizer = tokenizer
-        clip, llm = _build_backbones(cfg, len(tokenizer))
+        encoder, llm = _build_backbones(cfg, len(tokenizer))
         if cfg.llm_path is None:
             for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
                 setattr(llm.config, name, getattr(tokenizer, name))
@@ -124,9 +169,10 @@ class SDTGHead(nn.Module):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         self.before_ids, self.after_ids = prompt_ids(cfg, tokenizer)
 
-        clip.requires_grad_(False)
-        self.clip = clip.eval()
-        self.clip_image_size = clip.config.image_size
+        encoder.model.requires_grad_(False)
+        self.clip = encoder.model.eval()  # `clip` whichever encoder it is: the exported weights' names
+        self.clip_image_size = encoder.image_size
+        self.encoder_loaded, self.encoder_kwargs = encoder.loaded, encoder.kwargs
         lora = LoraConfig(
             task_type="CAUSAL_LM",
             r=cfg.lora_r,
@@ -139,12 +185,12 @@ class SDTGHead(nn.Module):
 
         llm_hidden = llm.config.hidden_size
         self.W_I = nn.Linear(feature_dim, llm_hidden)
-        self.W_A = nn.Linear(clip.config.hidden_size, llm_hidden)
+        self.W_A = nn.Linear(encoder.model.config.hidden_size, llm_hidden)
         # Built last and only when asked, so the plain head's initialisation is unchanged.
         self.word_region = WordRegionAttention(llm_hidden, cfg.prefix_grid) if cfg.word_region_attention else None
         # Non-persistent: constants, not part of any checkpoint.
-        self.register_buffer("clip_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("clip_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("clip_mean", torch.tensor(encoder.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("clip_std", torch.tensor(encoder.std).view(1, 3, 1, 1), persistent=False)
 
     def train(self, mode: bool = True) -> "SDTGHead":
         super().train(mode)
@@ -167,7 +213,7 @@ class SDTGHead(nn.Module):
         if masked.shape[-2:] != (s, s):
             masked = F.interpolate(masked, size=(s, s), mode="bilinear", align_corners=False, antialias=False)
         pixels = (masked - self.clip_mean) / self.clip_std
-        patches = self.clip(pixel_values=pixels.to(self.clip.dtype)).last_hidden_state[:, 1:]  # drop CLS
+        patches = self.clip(pixel_values=pixels.to(self.clip.dtype), **self.encoder_kwargs).last_hidden_state[:, 1:]  # drop CLS
         b, n, d = patches.shape
         side = math.isqrt(n)
         patch_grid = patches.transpose(1, 2).reshape(b, d, side, side)
@@ -287,6 +333,14 @@ class SDTGHead(nn.Module):
         return texts
 
     # ------------------------------------------------------------------ checkpoint
+    def checkpoint_keys(self) -> set[str]:
+        """The state a rebuild takes from the local checkpoint folders, so never exported: a loaded
+        encoder's, a loaded LLM's frozen weights. Random-init parts, frozen or not, are exported
+        (a rebuild would draw them afresh)."""
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k for k in self.state_dict() if (k.startswith("clip.") and self.encoder_loaded)
+                or (k.startswith("llm.") and self.cfg.llm_path is not None and k not in trainable)}
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Only what training changes (LoRA, W_I, W_A, re-learnt embeddings): contiguous
         unshared copies, ready for `safetensors.torch.save_file`."""
