@@ -9,7 +9,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
 .PHONY: venv docs weights browser fashion-mnist postgresql run decoy-run pretrained-run test test-fast lock mlflow-ui \
-	prefect-server prefect-serve prefect-worker study shared-db shared-prefect-server shared-mlflow-server
+	prefect-server prefect-serve prefect-worker study factorial shared-db shared-prefect-server shared-mlflow-server
 
 venv: $(STAMP)
 
@@ -58,6 +58,11 @@ decoy-run: venv fashion-mnist
 # (studies/<name>/runs.jsonl); STUDY_ARGS="--max-runs 20" bounds one call.
 study: venv fashion-mnist
 	$(BIN)/python pipeline/study.py configs/study.yaml $(STUDY_ARGS)
+
+# MEGL's factorial ablation at the values fair-1 selected (docs/factorial-preregistration.md); its
+# DINOv2 arm reads weights/dinov2-vits14.
+factorial: venv fashion-mnist weights
+	$(BIN)/python pipeline/study.py configs/factorial.yaml $(STUDY_ARGS)
 
 # MEGL's ablation on the real pretrained weights (configs/pretrained.yaml: DINOv2-S/14 + SmolLM2),
 # a DVC experiment like decoy-run. Hours on two CPU cores (docs/pretrained.md).

@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 for _path in (REPO / "src", REPO / "pipeline"):
     if str(_path) not in sys.path:
@@ -44,7 +46,7 @@ from megl import tracking  # noqa: E402
 from megl.config import ConfigError, Params, load_params  # noqa: E402
 from megl.layout import RunKey  # noqa: E402
 from megl.study.selection import Trial, select  # noqa: E402
-from megl.study.trials import trials_of  # noqa: E402
+from megl.study.trials import trial_block, trial_name, trials_of  # noqa: E402
 
 DEFAULT_STUDY = REPO / "configs" / "study.yaml"
 CODE = ("src/", "stages/")  # the code deps of dvc.yaml's train and evaluate stages
@@ -75,6 +77,23 @@ def study_params_text(params_text: str, overlay: dict, trials: dict[str, dict] |
         params.pop("study", None)  # the runs' params: a grid of some of the study's datasets, no study to check
     text = scratch._dump(yaml_rt, params)
     return scratch.with_grid(text, grid) if grid else text
+
+
+def read_overlay(path: Path) -> dict:
+    """The study file's blocks; with `extends: <file>` (from the repository root), that file's blocks
+    with these laid over them, its `study:` block replaced (an ablation shares its source's data,
+    schedule and validation, and declares its own study)."""
+    try:
+        overlay = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"study: {path}: {exc}")
+    parent = overlay.pop("extends", None)
+    if parent is None:
+        return overlay
+    base = read_overlay(REPO / parent)
+    base.pop("study", None)
+    _merge(base, overlay)
+    return base
 
 
 def load_study(params_text: str, where: Path) -> Params:
@@ -110,8 +129,6 @@ def protocol_digest(merged: dict) -> str:
 def code_digest() -> str:
     """The committed code a run's numbers depend on: git's hashes of the code deps dvc.yaml lists for
     the train and evaluate stages (what DVC itself re-runs a stage for), at HEAD."""
-    import yaml
-
     stages = yaml.safe_load(scratch.git(REPO, "show", "HEAD:dvc.yaml"))["stages"]
     paths = sorted({d for name in ("train", "evaluate") for d in stages[name]["deps"] if d.startswith(CODE)})
     hashes = [scratch.git(REPO, "rev-parse", f"HEAD:{p}") for p in paths]
@@ -257,7 +274,7 @@ def run_phase(phase: str, runs: list[tuple[RunKey, str, int, dict]], params_text
 COMPARED = ("val", "test", "train", "not_applicable", "diverged")  # what a record's run must give again
 
 
-def check_older_code(records: Records, base: str, overlay: dict, trial_blocks: dict, commit: str, env: dict[str, str],
+def check_older_code(records: Records, base: str, overlay: dict, blocks: dict, commit: str, env: dict[str, str],
                      log) -> None:
     """A code change that leaves the numbers alone (a comment, a refactor, a new option off by default)
     need not restart a study of hours. For each older code with records of this protocol: one record
@@ -274,7 +291,8 @@ def check_older_code(records: Records, base: str, overlay: dict, trial_blocks: d
         sample = [by_method[m] for m in sorted(by_method)]
         grid = {"datasets": sorted({r["dataset"] for r in sample}), "backbones": sorted({r["backbone"] for r in sample}),
                 "variants": sorted({r["variant"] for r in sample}), "seeds": sorted({r["seed"] for r in sample})}
-        text = scratch.narrowed_params(study_params_text(base, overlay, trial_blocks, grid), grid)
+        again_blocks = {r["variant"]: trial_block(blocks[r["method"]], r["hyperparameters"]) for r in sample}
+        text = scratch.narrowed_params(study_params_text(base, overlay, again_blocks, grid), grid)
         log(f"code {old} -> {records.code}: {len(found)} records; running one per method again to compare: "
             + ", ".join(r["run"] for r in sample))
         check = {"from": old, "to": records.code, "commit": commit, "runs": [r["run"] for r in sample]}
@@ -324,14 +342,24 @@ def _write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def run_all(args, params: Params, base: str, overlay: dict, trial_blocks: dict, trial_method: dict, records: Records,
-            commit: str, env: dict[str, str], folder: Path, log, submit=None) -> None:
-    """Per dataset: its search, then (once complete) its selection and its final runs."""
+def run_all(args, params: Params, base: str, overlay: dict, blocks: dict, trial_blocks: dict, trial_method: dict,
+            records: Records, commit: str, env: dict[str, str], folder: Path, log, submit=None) -> None:
+    """Per dataset: its search, then (once complete) its selection and its final runs; an ablation:
+    its arms at the source study's selection, once there is one."""
     study = params.study
     budget = args.max_runs
 
     chosen: dict = {}
     for d in study.datasets:  # a dataset's search, its selection, its final runs: whole datasets come first
+        if study.hyperparameters_from is not None:
+            adopted = adopted_selection(params, d, blocks, trial_blocks, log)
+            if adopted is None:
+                continue
+            chosen[d] = adopted
+            _write_json(folder / "selection.json", chosen)
+            if args.phase in ("final", "all"):
+                budget = _final_runs(d, chosen, study, base, overlay, trial_blocks, records, commit, env, budget, log, submit)
+            continue
         search_runs = [(RunKey(d, b, name, study.search_seed), *trial_method[name])
                        for b in study.backbones for name in trial_blocks]
         if args.phase in ("search", "all"):
@@ -346,15 +374,44 @@ def run_all(args, params: Params, base: str, overlay: dict, trial_blocks: dict, 
         chosen |= selection(params, records.current(), [d])
         _write_json(folder / "selection.json", chosen)
         if args.phase in ("final", "all"):
-            picked = {c["trial_variant"] for by_method in chosen[d].values() for c in by_method.values() if c["trial_variant"]}
-            grid = {"datasets": [d], "backbones": list(study.backbones), "variants": sorted(picked),
-                    "seeds": list(study.final_seeds)}
-            text = scratch.narrowed_params(study_params_text(base, overlay, trial_blocks, grid), grid)
-            runs = [(RunKey(d, b, c["trial_variant"], s), v, c["trial"], c["hyperparameters"])
-                    for b, by_method in chosen[d].items() for v, c in by_method.items() if c["trial_variant"]
-                    for s in study.final_seeds]
-            n = run_phase("final", runs, text, records, commit, env, budget, log, submit)
-            budget = None if budget is None else budget - n
+            budget = _final_runs(d, chosen, study, base, overlay, trial_blocks, records, commit, env, budget, log, submit)
+
+
+def _final_runs(d: str, chosen: dict, study, base: str, overlay: dict, trial_blocks: dict, records: Records, commit: str,
+                env: dict[str, str], budget: int | None, log, submit) -> int | None:
+    """Each variant at its chosen trial on the final seeds; the budget left."""
+    picked = {c["trial_variant"] for by_method in chosen[d].values() for c in by_method.values() if c["trial_variant"]}
+    grid = {"datasets": [d], "backbones": list(study.backbones), "variants": sorted(picked), "seeds": list(study.final_seeds)}
+    text = scratch.narrowed_params(study_params_text(base, overlay, trial_blocks, grid), grid)
+    runs = [(RunKey(d, b, c["trial_variant"], s), v, c["trial"], c["hyperparameters"])
+            for b, by_method in chosen[d].items() for v, c in by_method.items() if c["trial_variant"]
+            for s in study.final_seeds]
+    n = run_phase("final", runs, text, records, commit, env, budget, log, submit)
+    return None if budget is None else budget - n
+
+
+def adopted_selection(params: Params, d: str, blocks: dict[str, dict], trial_blocks: dict, log) -> dict | None:
+    """An ablation's choice on dataset d: every arm at the values the source study selected for its
+    variant (its selection.json), as trial variants `<arm>_tNN` added to trial_blocks; None while
+    the source has not selected on d yet."""
+    source = params.study.hyperparameters_from
+    path = REPO / "studies" / source.study / "selection.json"
+    selected = json.loads(path.read_text()) if path.is_file() else {}
+    out: dict = {}
+    for b in params.study.backbones:
+        c = selected.get(d, {}).get(b, {}).get(source.variant)
+        if not c or not c.get("trial_variant"):
+            log(f"{d}/{b}: waits for study {source.study}'s selection of {source.variant} ({path.relative_to(REPO)})")
+            return None
+        for v in params.study.variants:
+            name = trial_name(v, c["trial"])
+            trial_blocks[name] = trial_block(blocks[v], c["hyperparameters"])
+            out.setdefault(b, {})[v] = {
+                "trial_variant": name, "trial": c["trial"], "hyperparameters": c["hyperparameters"], "val": None,
+                "reason": f"study {source.study}'s selection of {source.variant} ({c['trial_variant']}): {c['reason']}",
+                "tied": [], "excluded": [], "trials_recorded": 0,
+            }
+    return out
 
 
 # --- the command ------------------------------------------------------------------------------------
@@ -369,14 +426,9 @@ def main(argv: list[str] | None = None, submit=None, log=None) -> int:
     parser.add_argument("--max-runs", type=int, help="run at most this many runs in this call (the rest: the next call)")
     args = parser.parse_args(argv)
 
-    import yaml
-
     log = log or (lambda line: print(line, flush=True))
     study_file = Path(args.study)
-    try:
-        overlay = yaml.safe_load(study_file.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise SystemExit(f"study: {study_file}: {exc}")
+    overlay = read_overlay(study_file)
     base = (REPO / "params.yaml").read_text()
     merged = study_params_text(base, overlay)
     try:
@@ -394,7 +446,10 @@ def main(argv: list[str] | None = None, submit=None, log=None) -> int:
     protocol = protocol_digest(merged_tree)
     records = Records(folder, code_digest(), protocol)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "study.yaml").write_text(study_file.read_text())
+    as_run = study_file.read_text()
+    if "extends" in (yaml.safe_load(as_run) or {}):  # the blocks as laid over params.yaml, not only this file's
+        as_run = f"# {study_file.name} with the file it extends, as run\n" + yaml.safe_dump(overlay, sort_keys=False)
+    (folder / "study.yaml").write_text(as_run)
 
     plan = search_plan(params, merged_tree["variants"])
     trial_blocks = {name: block for trials in plan.values() for name, (_, _, block) in trials.items()}
@@ -404,8 +459,9 @@ def main(argv: list[str] | None = None, submit=None, log=None) -> int:
     ok = False
     try:
         if args.phase != "report":
-            check_older_code(records, base, overlay, trial_blocks, commit, env, log)
-        run_all(args, params, base, overlay, trial_blocks, trial_method, records, commit, env, folder, log, submit)
+            check_older_code(records, base, overlay, merged_tree["variants"], commit, env, log)
+        run_all(args, params, base, overlay, merged_tree["variants"], trial_blocks, trial_method, records, commit, env,
+                folder, log, submit)
         ok = True
     finally:
         if parent is not None:
@@ -415,8 +471,12 @@ def main(argv: list[str] | None = None, submit=None, log=None) -> int:
     if args.phase in ("report", "all"):
         from megl.study.report import write_report
 
-        write_report(params, records.current(), folder, protocol_note=f"commit {commit[:12]}, code {records.code}, "
-                                                                       f"protocol {protocol}")
+        shown, note = records.current(), f"commit {commit[:12]}, code {records.code}, protocol {protocol}"
+        unchecked = [r for found in records.older().values() for r in found]
+        if args.phase == "report" and unchecked:  # a report between runs: the records a check has yet to look at too
+            shown += unchecked
+            note += f"; {len(unchecked)} records of earlier code, not yet checked against this commit"
+        write_report(params, shown, folder, protocol_note=note)
         log(f"report: {folder / 'report.md'}")
     return 0
 

@@ -389,7 +389,8 @@ def test_a_dinov2_folder_encodes_the_masked_image(tok, tmp_path):
 
 def test_the_random_encoder_of_a_pretrained_head_is_exported(tok, tmp_path):
     """The pretrained profile without clip_path keeps the tiny random-init CLIP, frozen: a rebuild draws
-    it afresh, so the export must carry it (it once did not, and evaluation met another encoder)."""
+    it afresh, so the export must carry it (it once did not: the rebuild met training's encoder only
+    while it drew random numbers in training's order)."""
     cfg = TextHeadConfig(profile="pretrained", llm_path=_local_llm(tmp_path, tok))
     head = make_head(tok, **dataclasses.asdict(cfg))
     keys = head.checkpoint_keys()

@@ -23,14 +23,14 @@ STUDY = {
 }
 
 
-def study(work, *args):
+def study(work, *args, file="configs/study.yaml"):
     env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(work), "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    return subprocess.run([sys.executable, "pipeline/study.py", "configs/study.yaml", *args], cwd=work, env=env,
+    return subprocess.run([sys.executable, "pipeline/study.py", file, *args], cwd=work, env=env,
                           capture_output=True, text=True, timeout=1200)
 
 
-def records(work):
-    path = work / "studies" / "tiny" / "runs.jsonl"
+def records(work, name="tiny"):
+    path = work / "studies" / name / "runs.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
@@ -79,6 +79,8 @@ def test_study_resumes_selects_on_validation_and_reports(tmp_path):
     report = (work / "studies" / "tiny" / "report.md").read_text()
     assert "| GRADIA | gradia_t0" in report and "Selection (declared before the runs)" in report
     assert (work / "studies" / "tiny" / "object_me-resnet18.png").stat().st_size > 1000
+    bars = (work / "studies" / "tiny" / "plots" / "object_me-resnet18-accuracy.csv").read_text().splitlines()
+    assert bars[0] == "method,mean,ci_low,ci_high,seeds" and len(bars) == 3  # what `dvc plots show` draws
 
     third = study(work)
     assert third.returncode == 0 and "0 to run now" in third.stdout
@@ -86,6 +88,25 @@ def test_study_resumes_selects_on_validation_and_reports(tmp_path):
     assert digest(work) == before  # the workspace's outputs: untouched (the study writes studies/)
     assert git(work, "status", "--porcelain", "--", "dvc.lock", "params.yaml", "metrics") == ""
     assert git(work, "status", "--porcelain", "--", "studies").strip() == "?? studies/"  # to be committed as it goes
+
+    # an ablation at the study's selection: each arm at GRADIA's selected values, paired with GRADIA itself
+    ablation = {"extends": "configs/study.yaml", "variants": {"gradia_best": {"method": "gradia", "train": {"checkpoint": "best_val"}}},
+                "study": dict(STUDY["study"], name="tiny-ablation", variants=["gradia", "gradia_best"], baseline="gradia",
+                              trials=0, hyperparameters_from={"study": "tiny", "variant": "gradia"})}
+    (work / "configs" / "ablation.yaml").write_text(yaml.safe_dump(ablation))
+    git(work, "add", "configs/ablation.yaml")
+    git(work, "commit", "-qm", "ablation")
+    out = study(work, file="configs/ablation.yaml")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    arms = {r["method"]: r for r in records(work, "tiny-ablation")}
+    assert set(arms) == {"gradia", "gradia_best"} and {r["phase"] for r in arms.values()} == {"final"}
+    trial = chosen["gradia"]["trial"]
+    assert arms["gradia"]["variant"] == f"gradia_t{trial:02d}" and arms["gradia_best"]["variant"] == f"gradia_best_t{trial:02d}"
+    assert all(r["hyperparameters"] == chosen["gradia"]["hyperparameters"] for r in arms.values())
+    assert arms["gradia"]["test"] == finals["gradia"]["test"]  # the same run as the study's: the same numbers
+    assert "No search: every arm at the values study `tiny` selected for `gradia`" in \
+        (work / "studies" / "tiny-ablation" / "report.md").read_text()
+    assert "extends:" not in (work / "studies" / "tiny-ablation" / "study.yaml").read_text()
 
     # a commit that leaves the numbers alone: one record per method runs again, the records are reused
     losses = work / "src" / "megl" / "losses.py"

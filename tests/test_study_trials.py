@@ -7,7 +7,7 @@ from megl import methods
 from megl.config import ConfigError, VariantConfig
 from megl.methods.base import LogUniform
 from megl.study.sampling import draw
-from megl.study.trials import search_space, trial_block, trials_of
+from megl.study.trials import search_space, trial_block, trial_name, trials_of
 
 
 def test_draws_are_reproducible_and_inside_the_space():
@@ -99,3 +99,56 @@ def test_the_runs_params_of_one_dataset_of_the_study_are_valid(tmp_path):
         t = runs.for_run("megl_t03", 0).train
         assert (t.lr, t.lambda_visual, t.lambda_textual) == tuple(plan["megl"]["megl_t03"][1][k] for k in (
             "train.lr", "train.lambda_visual", "train.lambda_textual"))
+
+
+def test_the_factorial_extends_the_study_and_its_arms_are_valid_runs(tmp_path):
+    """configs/factorial.yaml: the study's blocks with its arms laid over them, no search; each arm at a
+    fair-1 trial's values is a valid variant of every dataset's runs (what its worktree validates)."""
+    import sys
+
+    import yaml
+
+    from conftest import REPO
+    from megl.config import load_params
+
+    sys.path.insert(0, str(REPO / "pipeline"))
+    import scratch
+    import study
+
+    overlay = study.read_overlay(REPO / "configs" / "factorial.yaml")
+    assert overlay["train"]["visual_l1"] == "sum" and overlay["synthetic"]["object_me_varied"]["validation"] == "in_distribution"
+    base = (REPO / "params.yaml").read_text()
+    text = study.study_params_text(base, overlay)
+    params = study.load_study(text, REPO / "configs" / "factorial.yaml")
+    assert params.study.name == "megl-factorial-1" and params.study.hyperparameters_from.study == "fair-1"
+    assert params.study.trials == 0 and params.study.baseline == "megl"
+    assert study.search_plan(params, yaml.safe_load(text)["variants"]) == {v: {} for v in params.study.variants}
+
+    values = draw(search_space(params.variant("megl")), 0, "megl", 3)
+    blocks = {trial_name(v, 3): trial_block(yaml.safe_load(text)["variants"][v], values) for v in params.study.variants}
+    for d in params.study.datasets:
+        grid = {"datasets": [d], "backbones": ["resnet18"], "variants": list(blocks), "seeds": [1]}
+        (tmp_path / "params.yaml").write_text(scratch.narrowed_params(study.study_params_text(base, overlay, blocks, grid), grid))
+        runs = load_params(tmp_path / "params.yaml")
+        assert runs.for_run("megl_l1_mean_t03", 1).train.visual_l1 == "mean"
+        assert runs.for_run("megl_t03", 1).train.visual_l1 == "sum"
+        assert runs.for_run("megl_kl_shuffled_t03", 1).train.lambda_visual == values["train.lambda_visual"]
+        assert runs.for_run("megl_dinov2_t03", 1).text_head.encoder_path == str(tmp_path / "weights" / "dinov2-vits14")
+        assert runs.for_run("megl_multilayer_l1_t03", 1).train.explainer_layers == 1
+
+
+def test_an_ablation_searches_nothing_and_names_another_study():
+    from megl.config import SelectionConfig, StudyConfig, StudySource
+
+    def make(**kw):
+        fields = dict(name="a", datasets=("d",), backbones=("b",), variants=("megl",), baseline="megl", search_seed=0,
+                      trials=0, final_seeds=(1,), selection=SelectionConfig(), hyperparameters_from=StudySource("fair-1", "megl"))
+        StudyConfig(**(fields | kw)).validate("study")
+
+    make()
+    with pytest.raises(ConfigError, match="study.trials: an ablation at fair-1's selected values searches nothing"):
+        make(trials=8)
+    with pytest.raises(ConfigError, match="study.hyperparameters_from.study: another study's name"):
+        make(name="fair-1")
+    with pytest.raises(ConfigError, match="study.trials: must be >= 1"):
+        make(hyperparameters_from=None)

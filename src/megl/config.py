@@ -591,10 +591,21 @@ class SelectionConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class StudySource:
+    """An ablation's values: another study's selection (studies/<study>/selection.json) of one of its
+    variants, per dataset and backbone."""
+
+    study: str
+    variant: str
+
+
+@dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """The fair comparison (pipeline/study.py, docs/study.md): `trials` seeded random draws from
     each compared variant's search space (its method's, megl.methods), trained with `search_seed`
-    and selected by `selection` on validation data; the selected ones on `final_seeds`."""
+    and selected by `selection` on validation data; the selected ones on `final_seeds`. With
+    `hyperparameters_from` an ablation instead: no search, every variant (an arm) at the values
+    another study selected, on `final_seeds`, paired against `baseline` (the unablated arm)."""
 
     name: str
     datasets: tuple[str, ...]
@@ -605,12 +616,18 @@ class StudyConfig:
     trials: int
     final_seeds: tuple[int, ...]
     selection: SelectionConfig = SelectionConfig()
+    hyperparameters_from: StudySource | None = None
 
     def validate(self, where: str) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
             raise ConfigError(f"{where}.name: a plain folder name, got {self.name!r}")
-        if self.trials < 1:
+        if self.hyperparameters_from is None and self.trials < 1:
             raise ConfigError(f"{where}.trials: must be >= 1, got {self.trials}")
+        if self.hyperparameters_from is not None and self.trials != 0:
+            raise ConfigError(f"{where}.trials: an ablation at {self.hyperparameters_from.study}'s selected values "
+                              f"searches nothing: set 0, got {self.trials}")
+        if self.hyperparameters_from is not None and self.hyperparameters_from.study == self.name:
+            raise ConfigError(f"{where}.hyperparameters_from.study: another study's name, not its own")
         if self.baseline not in self.variants:
             raise ConfigError(f"{where}.baseline: {self.baseline!r} is not in {where}.variants {list(self.variants)}")
         if not self.final_seeds or self.search_seed in self.final_seeds:
