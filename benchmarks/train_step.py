@@ -3,7 +3,8 @@ peer approach (per-sample hooks + backward, as in the authors' prototype and RES
 visual explanation-guided baseline of params.yaml (GRADIA, HAICS, RES-G, RES-L, CDEP, RRR) as the
 MEGL module trains it, with that variant's params (CDEP: ResNet only).
 
-Prints one JSON object; every ratio is against the CE-only step measured in the same run.
+Prints one JSON object; every ratio is against the CE-only step measured in the same run, the
+candidates' steps interleaved (timed()).
 
     .venv/bin/python benchmarks/train_step.py [--profiles tiny paper] [--steps 5] [--device cpu|cuda]
 """
@@ -11,6 +12,7 @@ Prints one JSON object; every ratio is against the CE-only step measured in the 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import statistics
@@ -33,19 +35,31 @@ ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ["the red circle in the center is round", "a blue square with four equal sides", "one arm is raised high"]
 
 
-def timed(step, steps: int, device: str) -> float:
-    for _ in range(2):  # warm-up: allocator, kernels, thread pools
-        step()
-    times = []
-    for _ in range(steps):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def timed(candidates: dict, repeats: int, device: str) -> dict[str, float]:
+    """Median seconds per step of each candidate. Each gets two warm-up steps (allocator, kernels,
+    thread pools), then the steps go round-robin, one of each in turn: none is timed colder, or
+    under other load on the machine, than the one it is compared with. The garbage collector runs
+    between steps, never inside one (the text head's many Python objects make a full collection
+    costly, and it would land in whichever step came next)."""
+    for step in candidates.values():
+        for _ in range(2):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, step in candidates.items():
+            gc.collect()  # as timeit: the collector off while timed, so no step pays for another's garbage
+            gc.disable()
+            try:
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                step()
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - t0)
+            finally:
+                gc.enable()
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def bench(backbone: str, profile: str, steps: int, device: str) -> dict:
@@ -124,14 +138,13 @@ def bench(backbone: str, profile: str, steps: int, device: str) -> dict:
                      cam_mode=params.train.cam_mode, cam_eps=1e-8, image_size=size).to(device)
         baselines[name] = train_step(model)
 
-    r = {"backbone": backbone, "profile": profile, "image_size": size, "batch": batch, "cam_grid": grid}
-    r["ce_only_s"] = timed(ce_only, steps, device)
-    r["cam_create_graph_s"] = timed(cam_step("create_graph"), steps, device)
-    r["cam_detached_s"] = timed(cam_step("detached"), steps, device)
-    r["megl_full_tiny_text_head_s"] = timed(megl_full, steps, device)
-    r["peer_per_sample_s"] = timed(peer_per_sample, max(2, steps // 2), device)
+    r = {"backbone": backbone, "profile": profile, "image_size": size, "batch": batch, "cam_grid": grid, "repeats": steps}
+    candidates = {"ce_only_s": ce_only, "cam_create_graph_s": cam_step("create_graph"), "cam_detached_s": cam_step("detached"),
+                  "megl_full_tiny_text_head_s": megl_full, "peer_per_sample_s": peer_per_sample}
+    candidates |= {f"{name}_s": step for name, step in baselines.items() if step}
+    r |= timed(candidates, steps, device)
     for name, step in baselines.items():
-        r[f"{name}_s"] = timed(step, steps, device) if step else None
+        r.setdefault(f"{name}_s", None)
         r[f"ratio_{name}_vs_ce"] = r[f"{name}_s"] / r["ce_only_s"] if step else None
     r["ratio_create_graph_vs_ce"] = r["cam_create_graph_s"] / r["ce_only_s"]
     r["ratio_detached_vs_ce"] = r["cam_detached_s"] / r["ce_only_s"]
@@ -144,7 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profiles", nargs="+", default=["tiny", "paper"], choices=sorted(SIZES))
     parser.add_argument("--backbones", nargs="+", default=["resnet18", "vit_b16"])
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps of each candidate (median), after 2 warm-up steps")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     results = [bench(b, p, args.steps, args.device) for p in args.profiles for b in args.backbones]

@@ -22,8 +22,9 @@ Every result goes through DVC, and DVC's run-cache is what moves it between host
    `cp results/sweeps/<flow run>/params.yaml params.yaml && dvc repro --pull` brings the sweep into
    the workspace from the cache, training nothing.
 4. The summary (finished and failed cells with the tail of their output, the tables folder) goes to
-   the log, the MLflow parent run and the flow run's state: Completed when every cell finished,
-   Failed with the summary otherwise.
+   the log, the MLflow parent run, the flow run's artifacts (pipeline/sweep_artifacts.py: a report
+   and a table of the runs, in the UI) and its state: Completed when every cell finished, Failed
+   with the summary otherwise.
 
 MLflow (params `tracking.enabled`): one parent run per sweep, tagged with the commit; its id and the
 tracking URI reach the cells, whose stage processes nest their runs under it (a worker's own
@@ -48,11 +49,13 @@ for _path in (REPO / "src", REPO / "pipeline"):  # this checkout's library, also
         sys.path.insert(0, str(_path))
 
 from prefect import flow, get_run_logger, runtime  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.client.orchestration import get_client  # noqa: E402
 from prefect.deployments import run_deployment  # noqa: E402
 from prefect.states import Failed  # noqa: E402
 
 import scratch  # noqa: E402
+import sweep_artifacts  # noqa: E402
 from megl import tracking  # noqa: E402
 from megl.config import ConfigError, GridConfig, load_params  # noqa: E402
 from megl.layout import RunKey, grid_runs  # noqa: E402
@@ -339,6 +342,11 @@ def megl_sweep(
                  "duration_s": time.monotonic() - started},
                 summary, {"tables": out / "tables"} if summary["tables"] else {},
             )
+        try:
+            sweep_artifacts.publish(summary, [key.name for key in cells], out / "tables" if summary["tables"] else None,
+                                    params.tracking.experiment if parent else None, parent)
+        except Exception as exc:  # the UI's copy of the summary: its loss must not hide the sweep's outcome
+            logger.warning("the sweep's Prefect artifacts were not published: %s: %s", type(exc).__name__, exc)
     text = _summary_text(summary)
     logger.info(text)
     if not ok:
@@ -364,7 +372,12 @@ def megl_study(study: str = "configs/study.yaml", max_runs: Optional[int] = None
         return failed
 
     argv = [study] + (["--max-runs", str(int(max_runs))] if max_runs is not None else [])
-    return study_command.main(argv, submit=submit, log=logger.info)
+    code = study_command.main(argv, submit=submit, log=logger.info)
+    report = REPO / "studies" / study_command.read_overlay(Path(study))["study"]["name"] / "report.md"
+    if report.is_file():  # the study's report in the UI's Artifacts tab, as it stands after this call
+        create_markdown_artifact(markdown=report.read_text(), key="megl-study-report",
+                                 description=f"the study's report ({report.relative_to(REPO)})")
+    return code
 
 
 if __name__ == "__main__":  # a one-off local run without a deployment: python pipeline/flows.py

@@ -77,7 +77,7 @@ def uncommitted_code(clone: Path = REPO) -> list[str]:
     return changed
 
 
-def _round_trip():
+def round_trip_yaml():
     from ruamel.yaml import YAML  # what DVC edits params.yaml with (`dvc exp run -S`): comments stay
 
     yaml_rt = YAML()
@@ -88,7 +88,7 @@ def _round_trip():
     return yaml_rt
 
 
-def _dump(yaml_rt, params) -> str:
+def dump_yaml(yaml_rt, params) -> str:
     import io
 
     buf = io.StringIO()
@@ -100,20 +100,20 @@ def with_grid(params_text: str, grid: dict[str, list]) -> str:
     """The params with `grid` set, every comment and other block as it was."""
     from ruamel.yaml.comments import CommentedSeq
 
-    yaml_rt = _round_trip()
+    yaml_rt = round_trip_yaml()
     params = yaml_rt.load(params_text)
     for key, values in grid.items():
         seq = CommentedSeq(values)
         seq.fa.set_flow_style()  # `seeds: [0, 1]`, as params.yaml writes a grid
         params["grid"][key] = seq
-    return _dump(yaml_rt, params)
+    return dump_yaml(yaml_rt, params)
 
 
 def narrowed_params(params_text: str, grid: dict[str, list]) -> str:
     """The params with `grid` set, and only the grid's datasets (and the sources they read): DVC then
     declares and builds exactly those stages. The train and evaluate stages read neither `grid` nor
     the dropped blocks, so their run-cache keys are those of the full params."""
-    yaml_rt = _round_trip()
+    yaml_rt = round_trip_yaml()
     params = yaml_rt.load(with_grid(params_text, grid))
     keep = set(params["grid"]["datasets"])
     for name in [k for k in params["datasets"] if k not in keep]:
@@ -122,7 +122,7 @@ def narrowed_params(params_text: str, grid: dict[str, list]) -> str:
     for block in ("synthetic", "decoys"):
         for name in [k for k, v in (params.get(block) or {}).items() if v["out_dir"] not in raw_dirs]:
             del params[block][name]
-    return _dump(yaml_rt, params)
+    return dump_yaml(yaml_rt, params)
 
 
 def owner_file(tree: Path) -> Path:

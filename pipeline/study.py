@@ -68,14 +68,14 @@ def study_params_text(params_text: str, overlay: dict, trials: dict[str, dict] |
                       grid: dict[str, list] | None = None) -> str:
     """params.yaml (comments kept) with the overlay's blocks laid over it, trial variants added; with
     a grid, the params of a phase's runs: the grid set and the study block left out."""
-    yaml_rt = scratch._round_trip()
+    yaml_rt = scratch.round_trip_yaml()
     params = yaml_rt.load(params_text)
     _merge(params, overlay)
     for name, block in (trials or {}).items():
         params["variants"][name] = block
     if grid:
         params.pop("study", None)  # the runs' params: a grid of some of the study's datasets, no study to check
-    text = scratch._dump(yaml_rt, params)
+    text = scratch.dump_yaml(yaml_rt, params)
     return scratch.with_grid(text, grid) if grid else text
 
 

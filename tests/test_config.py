@@ -52,6 +52,8 @@ def test_repository_params_load(repo):
         (lambda p: p["datasets"]["action_me"]["labels"].update(question_patterns=["^what"]),
          "datasets.action_me.labels.question_patterns: applies to VQA-X layouts only"),
         (lambda p: p["saliency"].update(grid_sizes=[8, 8]), "saliency.grid_sizes: sizes must be distinct"),
+        (lambda p: p["grid"].update(variants=["megl", "gradai"]),
+         "grid.variants: ['gradai'] not defined in the variants block (it defines: baseline, cdep, finetune_cot, gradia,"),
         (lambda p: p["grid"].update(seeds=[]), "grid.seeds: need at least one seed"),
         (lambda p: p["grid"].update(seeds=[0, 1, 1]), "grid.seeds: seeds must be unique, [1] repeated"),
         (lambda p: p["grid"].update(seeds=[0, -2]), "grid.seeds: seeds must be >= 0, got [-2]"),

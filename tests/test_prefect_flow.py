@@ -13,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from sweep_support import SWEEP, VENV_BIN, digest, git
+from sweep_support import SWEEP, VENV_BIN, digest, git, http_json
 
 RUNS = [f"object_me/resnet18/{v}/s1" for v in SWEEP["variants"]]
 
@@ -94,6 +94,14 @@ def parent_of(client, flow_run_id):
     return parent, {run.info.run_name: run for run in children}
 
 
+def artifacts(sweep, flow_run_id):
+    """The sweep flow run's markdown report and its table of runs, as the Prefect API serves them."""
+    found = {a["key"]: a for a in http_json(f"{sweep.api}/artifacts/filter",
+                                            {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})}
+    table = found["megl-sweep-runs"]["data"]
+    return found["megl-sweep-report"], json.loads(table) if isinstance(table, str) else table
+
+
 @pytest.mark.slow
 def test_served_deployment_runs_the_sweep(ablation_sweep):
     sweep = ablation_sweep
@@ -119,6 +127,12 @@ def test_served_deployment_runs_the_sweep(ablation_sweep):
     assert not list((work / ".dvc" / "tmp" / "cells").iterdir())  # the worktrees are gone
     # the cells pushed their results and run-cache to the DVC remote
     assert (work / "dvc-remote" / "files").is_dir() and (work / "dvc-remote" / "runs").is_dir()
+
+    # the UI's Artifacts tab: the report (outcome, MLflow, the tables) and a table of the runs
+    report, runs = artifacts(sweep, sweep.flow_run_id)
+    assert "2 of 2 runs finished." in report["data"] and "| ResNet18 (tiny) | MEGL |" in report["data"]
+    assert "MLflow: parent run" in report["data"]
+    assert sorted((r["run"], r["state"]) for r in runs) == [(name, "finished") for name in RUNS]
 
     # MLflow: one parent run for the sweep, a finished child per run, evaluation inside the child
     client = mlflow_client(sweep)
@@ -162,6 +176,10 @@ def test_a_failed_variant_fails_its_cell_not_the_others(ablation_sweep):
     message = run["state"]["message"]
     assert "1 of 2 runs finished" in message and "FAILED: object_me/resnet18/text/s2" in message
     assert "did not finish within 0.001 s" in message  # the tail of the failed stage's output
+    report, runs = artifacts(sweep, run_id)
+    assert "## Failed: object_me/resnet18/text/s2" in report["data"] and "did not finish within 0.001 s" in report["data"]
+    assert {r["run"]: r["state"] for r in runs} == {"object_me/resnet18/baseline/s2": "finished",
+                                                    "object_me/resnet18/text/s2": "failed"}
 
     cells = sweep.cell_runs(run_id)
     states = sorted((c["name"], c["state_type"]) for c in cells)

@@ -172,7 +172,11 @@ def test_the_study_deployment_runs_its_runs_on_the_work_pool(ablation_sweep):
         assert sorted(c["name"] for c in cells) == sorted(r["run"] for r in found)
         assert all(c["state_type"] == "COMPLETED" and c["work_queue_name"] == f"commit-{commit[:12]}" for c in cells)
         assert all(r["restored"] and r["commit"] == commit and "accuracy" in r["val"] for r in found)
-        assert (work / "studies" / "pool" / "report.md").is_file()
+        report = (work / "studies" / "pool" / "report.md").read_text()
+        from sweep_support import http_json
+
+        (artifact,) = http_json(f"{sweep.api}/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
+        assert artifact["key"] == "megl-study-report" and artifact["data"] == report  # in the UI's Artifacts tab
     finally:
         stop(sweep.serve)
         git(work, "reset", "-q", "--hard", before)

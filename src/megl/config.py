@@ -681,7 +681,8 @@ class Params:
         ):
             unknown = sorted(set(names) - set(known))
             if unknown:
-                raise ConfigError(f"{label.format(kind=kind)} {unknown} not defined in the {kind} block")
+                raise ConfigError(f"{label.format(kind=kind)} {unknown} not defined in the {kind} block "
+                                  f"(it defines: {', '.join(sorted(known))})")
 
     def select_grid(self, datasets=None, backbones=None, variants=None, seeds=None, label: str = "{kind}:") -> GridConfig:
         """The params grid with any of its lists replaced (a sweep's or a table's selection; None or
