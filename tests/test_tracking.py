@@ -81,8 +81,15 @@ def test_sweep_parent_children_and_evaluation(store, monkeypatch, tmp_path):
     name = tracking.run_name("object_me", "resnet18", "megl", 0)
     # evaluation goes to the run that exported this model (its digest), not "the newest with these tags"
     assert tracking.log_to_training_run(root, "exp-b", name, TAGS, "d-child", {"test/accuracy": 0.5}, tmp_path / "eval",
-                                        "evaluation") == (child, True)
+                                        "evaluation", {"evaluate.threads": "2", "evaluate.device": "cpu"}) == (child, True)
     assert client.get_run(child).data.metrics["test/accuracy"] == 0.5
+    assert client.get_run(child).data.params.items() >= {"evaluate.threads": "2", "evaluate.device": "cpu"}.items()
+    assert "evaluate.threads" not in client.get_run(child).data.metrics
+    # evaluated again with another fact: the param keeps its value (MLflow's are immutable), a tag says what changed
+    tracking.log_to_training_run(root, "exp-b", name, TAGS, "d-child", {"test/accuracy": 0.5}, tmp_path / "eval",
+                                 "evaluation", {"evaluate.threads": "4", "evaluate.device": "cpu"})
+    run = client.get_run(child)
+    assert run.data.params["evaluate.threads"] == "2" and run.data.tags["evaluate.threads.latest"] == "4"
     assert client.get_run(child).info.status == "FINISHED"
     assert "test/accuracy" not in client.get_run(other_seed).data.metrics
     monkeypatch.delenv(tracking.PARENT_RUN_ENV)

@@ -284,12 +284,14 @@ def training_run(client, experiment_id: str, run_name: str, digest: str) -> str 
 @deferred_signals()
 def log_to_training_run(
     root: Path, experiment: str, run_name: str, tags: dict[str, str], digest: str,
-    metrics: dict[str, float], folder: Path, artifact_path: str,
+    metrics: dict[str, float], folder: Path, artifact_path: str, facts: dict[str, str] | None = None,
 ) -> tuple[str, bool]:
-    """Append evaluation's metrics and artifacts to the run that trained the model (the run tagged
-    with its digest). When no such run is in this store (the model was trained with tracking off,
-    or with another store), the evaluation gets a run of its own with the same name and tags, saying
-    so. Returns (run id, whether it is the training run)."""
+    """Append evaluation's metrics, facts and artifacts to the run that trained the model (the run
+    tagged with its digest). When no such run is in this store (the model was trained with tracking
+    off, or with another store), the evaluation gets a run of its own with the same name and tags,
+    saying so. Facts (how it was evaluated: batch size, threads, device) are params, not metrics; a
+    run evaluated again with other facts keeps its first values and gets the new ones as tags
+    (MLflow params never change). Returns (run id, whether it is the training run)."""
     import mlflow
 
     client = _client(root)
@@ -303,6 +305,13 @@ def log_to_training_run(
         run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags | extra, parent_run_id=parent_run_id())
     with run:
         mlflow.log_metrics(metrics)
+        known = client.get_run(run.info.run_id).data.params
+        new = {k: v for k, v in (facts or {}).items() if k not in known}
+        if new:
+            mlflow.log_params(new)
+        changed = {f"{k}.latest": v for k, v in (facts or {}).items() if k in known and known[k] != v}
+        if changed:
+            mlflow.set_tags(changed)
         mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
     return run.info.run_id, trained_in is not None
 

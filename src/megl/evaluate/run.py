@@ -267,6 +267,11 @@ def _gallery_html(path: Path, grid: np.ndarray, rows: pd.DataFrame) -> None:
     )
 
 
+# how a run was evaluated, not how well: MLflow params of its run, not metrics
+EVALUATION_FACTS = ("batch_size", "threads", "num_classes", "device", "dtype", "cpu", "cpu_kernels", "parameters_classifier",
+                    "parameters_total", "backbone_profile", "backbone_pretrained", "explainer", "text_head_profile")
+
+
 def log_to_run(params: Params, dataset, backbone, variant, metrics: dict, efficiency: dict, paths: RunLayout) -> None:
     """Add the test metrics and the gallery to the MLflow run that trained this model (the run
     tagged with the model folder's digest), or to a run of their own when that run is not in this
@@ -275,14 +280,17 @@ def log_to_run(params: Params, dataset, backbone, variant, metrics: dict, effici
         return
     from megl.tracking import log_to_training_run, model_digest, run_name, run_tags
 
+    everything = metrics | efficiency
     numbers = {
-        f"test/{k}": float(v) for k, v in (metrics | efficiency).items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed"  # seed: a tag
+        f"test/{k}": float(v) for k, v in everything.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in EVALUATION_FACTS and k != "seed"  # seed: a tag
     }
+    facts = {f"evaluate.{k}": str(everything[k]) for k in EVALUATION_FACTS if everything.get(k) is not None}
     seed = params.train.seed
     run_id, found = log_to_training_run(
         params.root, params.tracking.experiment, run_name(dataset, backbone, variant, seed),
         run_tags(dataset, backbone, variant, seed), model_digest(paths.model_dir), numbers, paths.results_dir, "evaluation",
+        facts,
     )
     if not found:
         print(f"evaluate: no run in this MLflow store exported this model (trained with tracking off, or with "
