@@ -52,6 +52,9 @@ def test_every_variant_trains_a_step(small_params, backbone, variant):
     weights = load_file(p.model_dir / "model.safetensors")
     config = json.loads((p.model_dir / "config.json").read_text())
     assert config["variant"] == variant and config["grid"] == 8
+    card = (p.model_dir / "README.md").read_text()  # the model card, as Hugging Face folders have
+    assert card.startswith("---\nlibrary_name: megl\n") and f"`object_me/{backbone}/{variant}/s0`" in card
+    assert "load_exported(" in card and "not a model for real images" in card and str(small_params.root) not in card
     if variant in MLLMS:
         assert any("lora_" in k for k in weights) and (p.model_dir / "tokenizer").is_dir()
         return
@@ -223,7 +226,7 @@ def test_run_is_tracked_in_mlflow(small_params, monkeypatch, tmp_path):
     # the run carries the exported model's digest (evaluation finds it by that); the folder holds no run id
     model_dir = paths(small_params.root, "resnet18", "megl", "_tracked").model_dir
     assert run.data.tags["megl.model_sha256"] == tracking.model_digest(model_dir)
-    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "model.safetensors", "tokenizer"]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["README.md", "config.json", "model.safetensors", "tokenizer"]
 
 
 @pytest.mark.slow

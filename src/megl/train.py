@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler
 
 from megl.atomic import atomic_dir, write_json
+from megl.model_card import model_card
 from megl.config import Params
 from megl.data.dataset import ExplanationDataset, collate
 from megl import methods
@@ -261,7 +262,8 @@ def publish(best: Path, model_dir: Path) -> None:
 
 
 def export(core, params: Params, dataset, backbone, variant, classes, epoch, out: Path) -> None:
-    """model.safetensors (the model contract's export_weights), config.json (+ tokenizer/)."""
+    """model.safetensors (the model contract's export_weights), config.json, README.md (its model card,
+    megl.model_card) (+ tokenizer/)."""
     config = {
         "dataset": dataset, "backbone": backbone, "variant": variant, "classes": classes, "best_epoch": epoch,
         "backbone_params": dataclasses.asdict(params.backbone(backbone)),
@@ -274,5 +276,6 @@ def export(core, params: Params, dataset, backbone, variant, classes, epoch, out
     with atomic_dir(out) as tmp:
         save_file(core.export_weights(), str(tmp / "model.safetensors"))
         write_json(tmp / "config.json", config)
+        (tmp / "README.md").write_text(model_card(config))
         if core.tokenizer is not None:
             core.tokenizer.save_pretrained(str(tmp / "tokenizer"))
