@@ -165,13 +165,17 @@ class Records:
         return [r for r in self.all if r["code"] in self.codes and r["protocol"] == self.protocol]
 
     def older(self) -> dict[str, list[dict]]:
-        """This protocol's records of other code, by code, newest code first, not yet checked against
-        this code."""
+        """This protocol's records of other code not yet checked against this code, by code (newest
+        first); each code's list holds the records of every code a passed check made the same as it,
+        since those are what a check of that code carries over."""
         checked = {c["from"] for c in self.checks if c["to"] == self.code}
+        codes = list(dict.fromkeys(r["code"] for r in reversed(self.all) if r["protocol"] == self.protocol))
         out: dict[str, list[dict]] = {}
-        for r in reversed(self.all):
-            if r["protocol"] == self.protocol and r["code"] not in self.codes and r["code"] not in checked:
-                out.setdefault(r["code"], []).insert(0, r)
+        for code in codes:
+            if code in self.codes or code in checked:
+                continue
+            same = self._same_as(code)
+            out[code] = [r for r in self.all if r["protocol"] == self.protocol and r["code"] in same]
         return out
 
     def done(self, phase: str, run: str, hyperparameters: dict) -> bool:
@@ -278,12 +282,15 @@ def check_older_code(records: Records, base: str, overlay: dict, blocks: dict, c
                      log) -> None:
     """A code change that leaves the numbers alone (a comment, a refactor, a new option off by default)
     need not restart a study of hours. For each older code with records of this protocol: one record
-    per method is run again at this commit; when every one gives the same metrics (validation, test,
-    the training history), that code's records count as this code's (code.jsonl says so, with the runs
-    that showed it); at the first difference they do not, and the study runs everything again."""
+    per method (of that code's records and of the codes already shown the same as it) is run again at
+    this commit; when every one gives the same metrics (validation, test, the training history), those
+    records count as this code's (code.jsonl says so, with the runs that showed it); at the first
+    difference they do not, and the study runs everything again."""
     for old, found in records.older().items():
         if old in records.codes:  # shown the same through a check made a moment ago (checks chain)
             continue
+        # one record per method of everything this check would carry over: a method whose records all
+        # come from an earlier code, shown the same as `old` on other methods, is run again too
         by_method: dict[str, dict] = {}
         for r in found:  # the method's last record, one that trained to the end where there is one
             if r["method"] not in by_method or not r.get("diverged") or by_method[r["method"]].get("diverged"):

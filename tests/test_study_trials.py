@@ -152,3 +152,29 @@ def test_an_ablation_searches_nothing_and_names_another_study():
         make(name="fair-1")
     with pytest.raises(ConfigError, match="study.trials: must be >= 1"):
         make(hyperparameters_from=None)
+
+
+def test_a_code_check_samples_every_method_it_would_carry_over(tmp_path):
+    """Records of code A (methods m1, m2) were shown the same as code B's (m3); a check of B against
+    the current code C carries all of them over, so its sample holds m1, m2 and m3."""
+    import json
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "pipeline"))
+    import study
+
+    def rec(code, method, k):
+        return {"code": code, "protocol": "p", "method": method, "run": f"d/b/{method}_t{k:02d}/s0", "phase": "search"}
+
+    lines = [rec("A", "m1", 0), rec("A", "m2", 0), rec("B", "m3", 0), rec("other", "m9", 0) | {"protocol": "q"}]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (tmp_path / "code.jsonl").write_text(json.dumps({"from": "A", "to": "B", "identical": True, "runs": []}) + "\n")
+    records = study.Records(tmp_path, "C", "p")
+    assert records.current() == []
+    older = records.older()
+    assert list(older) == ["B", "A"]  # newest code first; A's list is the same class
+    assert sorted(r["method"] for r in older["B"]) == ["m1", "m2", "m3"]
+    records.add_check({"from": "B", "to": "C", "identical": True, "runs": []})
+    assert sorted(r["method"] for r in records.current()) == ["m1", "m2", "m3"] and records.older() == {}
