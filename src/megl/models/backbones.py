@@ -69,16 +69,19 @@ def _vit_encoder(cfg: BackboneConfig) -> nn.Module:
     return _pretrained(VIT_FAMILY[model_type], cfg, attn_implementation="eager", **kwargs)
 
 
+def pixel_stats(folder: str | None, default: tuple[tuple, tuple]) -> tuple[tuple, tuple]:
+    """A checkpoint folder's own pixel statistics (preprocessor_config.json: google ViTs use 0.5 /
+    0.5), else `default`."""
+    pre = Path(folder) / "preprocessor_config.json" if folder else None
+    if pre is not None and pre.is_file():
+        stats = json.loads(pre.read_text())
+        if "image_mean" in stats and "image_std" in stats:
+            return tuple(stats["image_mean"]), tuple(stats["image_std"])
+    return default
+
+
 def _checkpoint_normalisation(cfg: BackboneConfig) -> tuple[tuple, tuple]:
-    """The checkpoint's own pixel statistics (preprocessor_config.json: google ViTs use 0.5 / 0.5),
-    else ImageNet's."""
-    if cfg.pretrained_path:
-        pre = Path(cfg.pretrained_path) / "preprocessor_config.json"
-        if pre.is_file():
-            stats = json.loads(pre.read_text())
-            if "image_mean" in stats and "image_std" in stats:
-                return tuple(stats["image_mean"]), tuple(stats["image_std"])
-    return IMAGENET_MEAN, IMAGENET_STD
+    return pixel_stats(cfg.pretrained_path, (IMAGENET_MEAN, IMAGENET_STD))
 
 
 def resnet_config(profile: str) -> ResNetConfig:

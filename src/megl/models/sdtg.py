@@ -21,7 +21,6 @@ Why some choices:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CL
                           LlamaForCausalLM)
 
 from megl.config import TextHeadConfig
-from megl.models.backbones import IMAGENET_MEAN, IMAGENET_STD
+from megl.models.backbones import IMAGENET_MEAN, IMAGENET_STD, pixel_stats
 from megl.models.word_region_attention import WordRegionAttention
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -71,15 +70,6 @@ class Encoder:
     kwargs: dict  # extra forward arguments
 
 
-def _pixel_stats(folder: str, model_type: str) -> tuple[tuple, tuple]:
-    """The checkpoint's own pixel statistics (preprocessor_config.json), else its family's."""
-    pre = Path(folder) / "preprocessor_config.json"
-    stats = json.loads(pre.read_text()) if pre.is_file() else {}
-    if "image_mean" in stats and "image_std" in stats:
-        return tuple(stats["image_mean"]), tuple(stats["image_std"])
-    return (IMAGENET_MEAN, IMAGENET_STD) if model_type == "dinov2" else (CLIP_MEAN, CLIP_STD)
-
-
 def _build_encoder(cfg: TextHeadConfig, kw: dict) -> Encoder:
     field = "encoder_path" if cfg.encoder_path is not None else "clip_path"
     if getattr(cfg, field) is None:
@@ -105,7 +95,8 @@ def _build_encoder(cfg: TextHeadConfig, kw: dict) -> Encoder:
     side = cfg.encoder_image_size or native
     # DINOv2 always interpolates its position embeddings; CLIP does when asked
     kwargs = {"interpolate_pos_encoding": True} if side != native and model_type != "dinov2" else {}
-    return Encoder(model, side, *_pixel_stats(folder, model_type), loaded=True, kwargs=kwargs)
+    family = (IMAGENET_MEAN, IMAGENET_STD) if model_type == "dinov2" else (CLIP_MEAN, CLIP_STD)
+    return Encoder(model, side, *pixel_stats(folder, family), loaded=True, kwargs=kwargs)
 
 
 def _build_backbones(cfg: TextHeadConfig, vocab: int) -> tuple[Encoder, LlamaForCausalLM]:
