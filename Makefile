@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv docs weights browser fashion-mnist postgresql run decoy-run pretrained-run test test-fast lock mlflow-ui \
+.PHONY: venv docs weights browser fashion-mnist postgresql vega run decoy-run pretrained-run test test-fast lock mlflow-ui \
 	prefect-server prefect-serve prefect-worker study factorial shared-db shared-prefect-server shared-mlflow-server
 
 venv: $(STAMP)
@@ -41,13 +41,13 @@ weights: venv
 # The pipeline, then its results (outputs and run-cache, pipeline/dvc_push.py) to the DVC remote (.dvc/config: dvc-remote/ by
 # default; `dvc remote modify --local storage url s3://...` or a shared folder for a team): a clone
 # with the same remote gets them with `dvc pull`, and `dvc repro --pull` restores instead of re-running.
-run: venv fashion-mnist
+run: venv fashion-mnist vega
 	$(BIN)/dvc repro
 	$(BIN)/python pipeline/dvc_push.py
 
 # The grid on DecoyFMNIST instead of the default datasets: a DVC experiment (`dvc exp show` lists
 # it), whose params, metrics and tables/ stay in the workspace as `dvc exp run` leaves them
-# (the default grid's outputs are left in place: `git checkout params.yaml dvc.lock tables` returns
+# (the default grid's outputs are left in place: `git checkout params.yaml dvc.lock tables summary` returns
 # to them).
 decoy-run: venv fashion-mnist
 	$(BIN)/python -m megl.dvc_overlay configs/decoy_fmnist.yaml
@@ -88,6 +88,20 @@ browser:
 	    $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; \
 	fi
 
+# `dvc plots show` offline: the Vega scripts its page loads from a CDN, from npm (offline_plots/,
+# pinned by its package-lock.json; Debian's npm, installed like chromium unless present), inlined into
+# the HTML page .dvc/config.local names (pipeline/offline_plots.py). Re-made when the lock changes.
+vega: .dvc/offline-plots.html
+
+.dvc/offline-plots.html: offline_plots/package-lock.json pipeline/offline_plots.py $(STAMP)
+	@if ! command -v npm >/dev/null 2>&1; then \
+	    if [ "$$(id -u)" -eq 0 ]; then as_root=""; else as_root="sudo -n"; fi; \
+	    $$as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm; \
+	fi
+	cd offline_plots && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	$(BIN)/python pipeline/offline_plots.py
+
 # The scale-out test runs PostgreSQL behind the shared servers: Debian's server package, installed
 # (as root, or through sudo) unless present.
 postgresql:
@@ -97,7 +111,7 @@ postgresql:
 	    $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; \
 	fi
 
-test: venv browser fashion-mnist postgresql
+test: venv browser fashion-mnist postgresql vega
 	$(BIN)/python -m pytest
 
 test-fast: venv

@@ -91,7 +91,8 @@ def project(repo, tmp_path_factory):
 
 def test_exp_run_set_param_show_and_diff(project):
     work, run, dvc = project
-    dvc("exp", "run", "-S", "train.epochs=1", "-n", "one-epoch", TRAIN)
+    # the summary stage: its upstream (train, evaluate) runs too, and it writes what `dvc exp show` reads
+    dvc("exp", "run", "-S", "train.epochs=1", "-n", "one-epoch", "summary")
     # DVC rewrote params.yaml (YAML 1.2 style): the unquoted yes/no the loader must read as strings
     text = (work / "params.yaml").read_text()
     assert "- yes\n" in text.replace("  ", "") and "epochs: 1" in text
@@ -103,11 +104,16 @@ def test_exp_run_set_param_show_and_diff(project):
     assert "one-epoch" in exps, shown
     data = exps["one-epoch"]["data"]
     assert data["params"]["params.yaml"]["data"]["train"]["epochs"] == 1
-    assert data["metrics"]["metrics/object_me/resnet18/baseline/s0/train.json"]["data"]["epochs"] == 1
+    # one compact metrics file, not every run's 40-odd keys (the per-run files stay tracked outputs)
+    assert list(data["metrics"]) == ["summary/metrics.json"], list(data["metrics"])
+    assert sorted(data["metrics"]["summary/metrics.json"]["data"]["baseline"]) == ["accuracy", "miou"]
+    # the README's recipe: a few named columns
+    columns = dvc("exp", "show", "--csv", "--drop", ".*", "--keep", r"Experiment|.*\.(accuracy|miou)$|train\.epochs$").stdout
+    assert columns.splitlines()[0] == "Experiment,baseline.accuracy,baseline.miou,train.epochs", columns
 
     diff = json.loads(dvc("exp", "diff", "HEAD", "one-epoch", "--json").stdout)
     assert diff["params"]["params.yaml"]["train.epochs"] == {"old": 2, "new": 1, "diff": -1}
-    run("git", "checkout", "--", "params.yaml", "dvc.lock", "metrics", "plots")
+    run("git", "checkout", "--", "params.yaml", "dvc.lock", "metrics", "plots", "summary")
     dvc("checkout", "-q")
 
 
@@ -141,7 +147,7 @@ def test_queue_runs_in_a_copy_and_apply_brings_it_back(project):
     digest = tracking.model_digest(work / "models/object_me/resnet18/baseline/s0")
     assert runs[0].data.tags[tracking.MODEL_DIGEST_TAG] == digest  # the run names the model it exported
     assert TRAIN not in dvc("status", TRAIN).stdout  # the workspace is that experiment, up to date
-    run("git", "checkout", "--", "params.yaml", "dvc.lock", "metrics", "plots")
+    run("git", "checkout", "--", "params.yaml", "dvc.lock", "metrics", "plots", "summary")
     dvc("checkout", "-q")
 
 

@@ -54,7 +54,7 @@ def test_repro_builds_everything_then_is_a_no_op(pipeline):
     work, dvc = pipeline
     stages = {f"{s}@{d}" for s in ("synthesize", "extract", "saliency") for d in ("object_me", "action_me")}
     stages |= runs()
-    assert ran(dvc("repro")) == stages | {"validate", "tables"}
+    assert ran(dvc("repro")) == stages | {"validate", "tables", "summary"}
     for ds in ("object_me", "action_me"):
         for name in ("manifest.parquet", "classes.json", "images.npy", "saliency/index.npy", "saliency/mean_map_8.npy"):
             assert (work / "data" / ds / name).is_file()
@@ -88,13 +88,13 @@ def test_repro_builds_everything_then_is_a_no_op(pipeline):
     params["variants"]["baseline"]["consistency"] = False  # same value: YAML rewritten, block unchanged
     params["variants"]["megl"]["consistency"] = False
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert ran(dvc("repro")) == runs(["megl"]) | {"validate", "tables"}
+    assert ran(dvc("repro")) == runs(["megl"]) | {"validate", "tables", "summary"}
 
     # A second seed adds that seed's runs (and the tables) without re-running the first seed's.
     seed0 = {p: p.read_bytes() for p in sorted((work / "metrics").rglob("s0/test.json"))}
     params["grid"]["seeds"] = [0, 1]
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert ran(dvc("repro")) == runs(seed=1) | {"validate", "tables"}
+    assert ran(dvc("repro")) == runs(seed=1) | {"validate", "tables", "summary"}
     assert {p: p.read_bytes() for p in seed0} == seed0
     s1 = run_layout(work, RunKey("object_me", "resnet18", "megl", 1))
     assert json.loads((s1.model_dir / "config.json").read_text())["train"]["seed"] == 1
@@ -109,8 +109,12 @@ def test_repro_builds_everything_then_is_a_no_op(pipeline):
     # Dropping a seed re-runs nothing but the tables (its outputs stay on disk, out of the tables).
     params["grid"]["seeds"] = [1]
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert ran(dvc("repro")) == {"validate", "tables"}
+    assert ran(dvc("repro")) == {"validate", "tables", "summary"}
     assert (work / "tables" / "table4.md").read_text().count(" | 1 |") == 4
 
-    metrics = json.loads(dvc("metrics", "show", "--json"))
-    assert metrics  # the reports are DVC metrics
+    # the one declared metrics file: the grid at a glance, per dataset (two here) and variant
+    metrics = json.loads(dvc("metrics", "show", "--json"))[""]["data"]
+    assert list(metrics) == ["summary/metrics.json"], list(metrics)
+    summary = metrics["summary/metrics.json"]["data"]
+    assert summary["seeds"] == 1 and sorted(summary["object_me"]) == ["baseline", "megl"]
+    assert summary["object_me"]["megl"]["accuracy"] == round(json.loads(s1.test_metrics.read_text())["accuracy"], 4)

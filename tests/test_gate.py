@@ -121,7 +121,9 @@ def repo_with_metrics(tmp_path, venv_bin):
     run("dvc", "init", "-q")
     (tmp_path / "metrics/d/b").mkdir(parents=True)
     (tmp_path / "metrics/d/b/megl.json").write_text(json.dumps({"accuracy": 0.9, "miou": 0.4, "cider": 1.0}))
-    (tmp_path / "dvc.yaml").write_text("metrics:\n  - metrics/d/b/megl.json\n")
+    # not declared as a metric (dvc.yaml declares only the summary): the gate names metrics/ itself
+    (tmp_path / "dvc.yaml").write_text("metrics:\n  - summary.json\n")
+    (tmp_path / "summary.json").write_text(json.dumps({"megl": {"accuracy": 0.9}}))
     (tmp_path / "tolerances.yaml").write_text(
         "files: ['metrics/*/*/megl.json']\nmetrics:\n"
         "  accuracy: {direction: higher, tolerance: 0.02}\n  miou: {direction: higher, tolerance: 0.02}\n"

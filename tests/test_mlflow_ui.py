@@ -5,22 +5,19 @@ chromedriver, driven by Selenium; nothing is downloaded)."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from browser_support import chromium, page_text
 from sweep_support import SWEEP, free_port, http_json, stop, wait_for
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 RUNS = [f"object_me/resnet18/{v}/s1" for v in SWEEP["variants"]]
 
 
@@ -79,32 +76,8 @@ def test_rest_api_lists_the_sweep_and_serves_the_gallery(ablation_sweep, mlflow_
 
 @pytest.fixture(scope="module")
 def browser():
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="megl-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-extensions",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-                "--window-size=1600,1000", f"--user-data-dir={profile}"):
-        options.add_argument(arg)
-    # an explicit driver: Selenium Manager never looks for (or downloads) one
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def page_text(driver) -> str:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.TAG_NAME, "body").text
 
 
 def test_ui_lists_the_sweep_parent_and_its_children(ablation_sweep, mlflow_server, browser):

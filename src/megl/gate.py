@@ -1,6 +1,6 @@
 """The regression gate: freshly reproduced metrics against the committed ones.
 
-`dvc metrics diff HEAD --json --all` gives old (HEAD) and new (working tree) values; tolerances
+`dvc metrics diff HEAD --json --all --targets metrics -R` gives old (HEAD) and new (working tree) values; tolerances
 (metrics/tolerances.yaml) say per metric name which direction is better and how far it may move
 the wrong way. DVC has no threshold of its own, hence this small check.
 

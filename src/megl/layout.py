@@ -9,7 +9,8 @@ gets one folder per run, named by the run:
     results/<d>/<b>/<v>/s<seed>/       predictions.parquet, cams.npy, gallery.{png,html}
     metrics/<d>/<b>/<v>/s<seed>/       train.json (training summary), test.json (test metrics,
                                        gated), efficiency.json (timings, not gated)
-    plots/<d>/<b>/<v>/s<seed>/         history.json, per_class_f1.json, confusion.json (DVC plots)
+    plots/<d>/<b>/<v>/s<seed>/         history.json, per_class_f1.json, confusion.json (plot data;
+                                       `dvc plots show <file>`, docs/dvc.md)
 
 dvc.yaml spells the same paths with ${item.*}; tests/test_layout.py checks that the two agree.
 Paths are absolute under `root` (the params file's folder); `relative()` gives the repo-relative
@@ -69,14 +70,14 @@ class RunLayout:
     checkpoint_dir: Path
     results_dir: Path
     metrics_dir: Path
-    train_metrics: Path  # training summary: per-epoch history, best epoch (a DVC metric, not gated)
-    test_metrics: Path  # test-split metrics (a DVC metric, gated)
+    train_metrics: Path  # training summary: per-epoch history, best epoch (tracked in git, not gated)
+    test_metrics: Path  # test-split metrics (tracked in git, gated)
     val_metrics: Path  # val-split accuracy and localisation: what model selection may read (docs/study.md)
-    efficiency: Path  # parameters, latency, FPS (a DVC metric, machine-dependent, not gated)
+    efficiency: Path  # parameters, latency, FPS (tracked in git, machine-dependent, not gated)
     plots_dir: Path
-    history: Path  # per-epoch rows (DVC plot)
-    per_class_f1: Path  # DVC plot
-    confusion: Path  # DVC plot
+    history: Path  # per-epoch rows (the summary stage overlays them)
+    per_class_f1: Path  # plot data
+    confusion: Path  # plot data
 
     def relative(self, path: Path) -> str:
         """`path` relative to the root, POSIX separators (for messages)."""
