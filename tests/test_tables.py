@@ -13,7 +13,7 @@ from pathlib import Path
 
 from megl.config import load_params
 from megl.layout import RunKey, dataset_report, run_layout
-from megl.tables import build_tables, load_runs, write_tables
+from megl.tables import Cell, build_tables, load_runs, mark_best, write_tables
 
 # which method each variant runs (names, groups, order): the repository's variants block
 CONFIGS = load_params(Path(__file__).resolve().parents[1] / "params.yaml").variants
@@ -247,3 +247,20 @@ def test_baselines_and_mllm_rows(tmp_path):
     assert "| LLaVA (tiny)-Fine-tune-CoT | Object-ME | 0.30M | 200.00 | 5.00 | - |" in t5
     t4 = (tmp_path / "t/table4.md").read_text()
     assert "CDEP" not in t4 and "LLaVA" not in t4  # the ablation is MEGL's own terms
+
+
+def test_marks_only_ranks_beyond_noise():
+    """A single row, one seed per cell (no interval), or overlapping intervals: no mark; the best
+    is bold only where its interval lies beyond the runner-up's, the second only beyond the third's."""
+    def marks(*cells, higher=True):
+        rows = [[c] for c in cells]
+        mark_best(rows, [0], {0: higher})
+        return [r[0].mark for r in rows]
+
+    assert marks(Cell(0.9, half=0.01)) == [""]
+    assert marks(Cell(0.9), Cell(0.5), Cell(0.1)) == ["", "", ""]  # one seed each
+    assert marks(Cell(0.9, half=0.1), Cell(0.75, half=0.1)) == ["", ""]  # 0.8 < 0.85: overlapping
+    assert marks(Cell(0.9, half=0.01), Cell(0.5, half=0.01)) == ["best", ""]
+    assert marks(Cell(0.5, half=0.01), Cell(0.9, half=0.01), Cell(0.7, half=0.01)) == ["", "best", "second"]
+    assert marks(Cell(0.9, half=0.01), Cell(0.7, half=0.15), Cell(0.6, half=0.01)) == ["best", "", ""]
+    assert marks(Cell(0.1, half=0.01), Cell(0.3, half=0.01), higher=False) == ["best", ""]

@@ -9,10 +9,12 @@ Honest by construction:
   "(random init)" for the paper architecture without pretrained weights (from test.json);
 - a metric that could not be computed for real (CLIPScore without local CLIP weights, SPICE without
   CoreNLP) shows `n/a`, and the caption says why; a run that is missing shows `-`;
-- marks are given only where the ranking means something: never to a tie at the shown precision
-  (a constant column has no marks), and never to a model that is not above chance (one-sided
-  binomial test of its test accuracy against the majority-class rate, p >= ALPHA, pooled over
-  seeds): such rows carry a dagger and are left out of every ranking;
+- marks are given only where the ranking means something: best / second only where the cell's
+  95 % interval over seeds lies beyond the next one's (so never with one seed, never to a tie or a
+  single row), in Tables 2 and 4 only to a paired difference whose interval excludes 0, and
+  never to a model that is not above chance (one-sided binomial test of its test accuracy against
+  the majority-class rate, p >= ALPHA, pooled over seeds): such rows carry a dagger and are left
+  out of every ranking;
 - Table 4 gives changes as differences (not percentages of values that may be near zero); with
   several seeds the mean ± std of the per-seed differences;
 - every caption states the seed count: with one seed the cells are single runs, with more they
@@ -22,7 +24,6 @@ Runs whose test metrics are missing are skipped and listed in `Runs.missing`.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import math
@@ -123,25 +124,30 @@ class Table:
         return "\n".join(lines) + "\n"
 
 
+def _beats(a: Cell, b: Cell, higher: bool) -> bool:
+    """a's 95 % interval lies wholly beyond b's (each over two or more seeds): a rank that is not noise.
+    Conservative (two intervals that just touch can still differ), but it needs no pairing."""
+    if a.half is None or b.half is None:
+        return False
+    return a.value - a.half > b.value + b.half if higher else a.value + a.half < b.value - b.half
+
+
 def mark_best(rows: list[list[Cell]], columns, higher_is_better: dict[int, bool] | None = None,
               ranked: list[bool] | None = None) -> None:
     """Bold the best and underline the second best value (the mean) of each column among the
-    `ranked` rows (default: all), comparing values as shown. A value shared by several rows is
-    no mark at all: a tie for best marks nothing in that column, a tie for second no second."""
+    `ranked` rows (default: all), only where the rank is not noise: best when its 95 % interval lies
+    beyond the runner-up's, second when it also lies beyond the third's (`_beats`). So a single row,
+    a tie, or one seed per cell (no interval) marks nothing."""
     ranked = [True] * len(rows) if ranked is None else ranked
     for col in columns:
         higher = True if higher_is_better is None else higher_is_better.get(col, True)
-        cells = [r[col] for r, ok in zip(rows, ranked) if ok and _number(r[col].value)]
-        shown = collections.Counter(c.fmt.format(c.value) for c in cells)
-        order = sorted(shown, key=lambda t: next(c.value for c in cells if c.fmt.format(c.value) == t), reverse=higher)
-        if not order or shown[order[0]] > 1:  # nothing ranked, or a tie for best (a constant column)
+        cells = sorted((r[col] for r, ok in zip(rows, ranked) if ok and _number(r[col].value)),
+                       key=lambda c: c.value, reverse=higher)
+        if len(cells) < 2 or not _beats(cells[0], cells[1], higher):
             continue
-        for c in cells:
-            t = c.fmt.format(c.value)
-            if t == order[0]:
-                c.mark = "best"
-            elif len(order) > 1 and t == order[1] and shown[t] == 1:
-                c.mark = "second"
+        cells[0].mark = "best"
+        if len(cells) > 2 and _beats(cells[1], cells[2], higher):
+            cells[1].mark = "second"
 
 
 def _load(path: Path) -> dict | None:
