@@ -41,8 +41,9 @@ weights: venv
 # The pipeline, then its results (outputs and run-cache, pipeline/dvc_push.py) to the DVC remote (.dvc/config: dvc-remote/ by
 # default; `dvc remote modify --local storage url s3://...` or a shared folder for a team): a clone
 # with the same remote gets them with `dvc pull`, and `dvc repro --pull` restores instead of re-running.
+# pipeline/repro.py: `dvc repro` numbering DVC's stage lines [k/N] (stage k of the pipeline's N).
 run: venv fashion-mnist vega
-	$(BIN)/dvc repro
+	$(BIN)/python pipeline/repro.py
 	$(BIN)/python pipeline/dvc_push.py
 
 # The grid on DecoyFMNIST instead of the default datasets: a DVC experiment (`dvc exp show` lists
