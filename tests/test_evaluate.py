@@ -151,6 +151,9 @@ def test_evaluation_lands_in_the_run_that_trained_the_model(small_params, monkey
     assert client.get_run(first).data.metrics["test/accuracy"] == metrics["accuracy"]
     assert "test/accuracy" not in client.get_run(second).data.metrics
     assert {a.path for a in client.list_artifacts(first, "evaluation")} >= {"evaluation/gallery.png"}
+    # the splits the run read, training's and evaluation's (tests/test_mlflow_model.py: digests, contexts)
+    inputs = client.get_run(first).inputs.dataset_inputs
+    assert sorted(i.dataset.name for i in inputs) == ["object_me/test", "object_me/train", "object_me/val"]
 
 
 @pytest.mark.parametrize("variant", ["llava", "finetune_cot"])

@@ -219,7 +219,10 @@ def test_run_is_tracked_in_mlflow(small_params, monkeypatch, tmp_path):
     assert [m.step for m in steps] == [1, 2, 3]
     assert {"train/pred", "train/visual", "train/textual", "val_accuracy"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"cam_gallery.png", "explanations.json", "model"} <= artifacts
+    assert {"cam_gallery.png", "explanations.json"} <= artifacts
+    # the model: an MLflow model of the run, registered (tests/test_mlflow_model.py)
+    (output,) = client.get_run(run.info.run_id).outputs.model_outputs
+    assert client.get_logged_model(output.model_id).source_run_id == run.info.run_id
     table = json.loads(open(client.download_artifacts(run.info.run_id, "explanations.json", str(tmp_path))).read())
     assert set(table["columns"]) >= {"sample", "label", "predicted", "references", "generated"}
     assert len(table["data"]) == small_params.tracking.gallery_samples

@@ -1,4 +1,5 @@
-"""The only MLflow user. One experiment for the project (`tracking.experiment`, default `megl`).
+"""The only MLflow user (with megl.models.mlflow_model, the model it logs). One experiment for the
+project (`tracking.experiment`, default `megl`).
 
 - A trained model is one run, named `<dataset>/<backbone>/<variant>/s<seed>` and tagged with
   dataset, backbone, variant and seed, and with the digest of the exported model folder
@@ -6,6 +7,10 @@
   model it evaluates; a model whose run is not in this store (trained with tracking off, or
   elsewhere) gets a run of its own. The model folder holds no run id: the same params give the same
   bytes, so DVC's lock, cache and run-cache agree across runs, clones and hosts.
+- The run logs the model folder as an MLflow model (megl.models.mlflow_model), registered as a new
+  version of `megl-<dataset>-<backbone>-<variant>`, and the dataset splits it read as its inputs
+  (training: train and validation; evaluation: validation and test), each with the digest of the
+  data's manifest.
 - A run stopped by Ctrl-C or SIGTERM ends KILLED; one killed outright (SIGKILL, power loss) is
   closed as KILLED by the next run of the same name. `--resume` continues the checkpoint's run.
 - A Prefect sweep (pipeline/flows.py) is one parent run (`start_sweep` / `finish_sweep`); it hands
@@ -24,6 +29,8 @@ on, so the core trains on a machine without it.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -35,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from megl.interrupts import deferred_signals
-from megl.layout import RunKey
+from megl.layout import RunKey, data_dir
 
 PARENT_RUN_ENV = "MEGL_MLFLOW_PARENT_RUN_ID"
 CELL_ENV = "MEGL_CELL_FLOW_RUN_ID"  # set by a sweep's cell (pipeline/flows.py): its Prefect flow run
@@ -49,8 +56,6 @@ TRAINED_IN_TAG = "megl.trained_in_run"  # on an evaluation's own run: why it has
 
 def model_digest(folder: Path) -> str:
     """sha256 over the folder's files (relative path and content): what identifies an exported model."""
-    import hashlib
-
     h = hashlib.sha256()
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         h.update(path.relative_to(folder).as_posix().encode() + b"\0")
@@ -70,6 +75,61 @@ def run_name(dataset: str, backbone: str, variant: str, seed: int) -> str:
 
 def run_tags(dataset: str, backbone: str, variant: str, seed: int) -> dict[str, str]:
     return {"dataset": dataset, "backbone": backbone, "variant": variant, "seed": str(seed)}
+
+
+def registered_model_name(dataset: str, backbone: str, variant: str) -> str:
+    """The model registry's name for a run's model; each run (every seed) adds a version."""
+    return f"megl-{dataset}-{backbone}-{variant}"
+
+
+def manifest_digest(folder: Path) -> str:
+    """md5 of an extracted dataset's manifest.parquet: the hash dvc.lock records for the file (DVC 3),
+    and short enough for MLflow's dataset digest (36 characters at most)."""
+    return hashlib.md5((Path(folder) / "manifest.parquet").read_bytes()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSplits:
+    """The splits of one extracted dataset (data/<dataset>/, megl.layout) that a run read, each with
+    the context MLflow records it in (split name -> context, e.g. {"val": "validation"})."""
+
+    root: Path
+    dataset: str
+    contexts: dict[str, str]
+
+
+def _log_splits(splits: DatasetSplits) -> None:
+    """The splits as the active run's inputs; a split the run has already (a resumed run, an
+    evaluation after training) stays one input."""
+    import warnings
+
+    import mlflow
+
+    with warnings.catch_warnings():
+        # a local path matches both of MLflow's local sources (the same class), and the hint about
+        # integer columns (inferring the schema, while logging) concerns model signatures, not data
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        datasets = _split_datasets(splits)
+        mlflow.log_inputs(datasets=datasets, contexts=list(splits.contexts.values()), tags_list=[None] * len(datasets))
+
+
+def _split_datasets(splits: DatasetSplits) -> list:
+    """One MLflow dataset per split, `<dataset>/<split>`, with the manifest's digest and the split's
+    rows: MLflow links a dataset (name, digest) to a run once, in one context, so each split is a
+    dataset of its own."""
+    import mlflow.data
+    import pandas as pd
+
+    folder = data_dir(splits.root, splits.dataset)
+    manifest = pd.read_parquet(folder / "manifest.parquet")
+    digest = manifest_digest(folder)
+    source = (folder / "manifest.parquet").relative_to(splits.root).as_posix()  # the same in every clone
+    return [
+        mlflow.data.from_pandas(manifest[manifest["split"] == split].reset_index(drop=True), source=source,
+                                name=f"{splits.dataset}/{split}", digest=digest, targets="label")
+        for split in splits.contexts
+    ]
 
 
 def parent_run_id() -> str | None:
@@ -163,6 +223,8 @@ class NullTracker:
     def log_image(self, image: np.ndarray, name: str) -> None: ...
     def log_table(self, table: dict[str, list], name: str) -> None: ...
     def log_artifacts(self, folder: Path, path: str) -> None: ...
+    def log_model(self, folder: Path, example: np.ndarray, registered_name: str, tags: dict[str, str]) -> None: ...
+    def log_datasets(self, splits: DatasetSplits) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
 
@@ -256,6 +318,17 @@ class MlflowTracker(NullTracker):
         self._mlflow.log_artifacts(str(folder), artifact_path=path)
 
     @deferred_signals()
+    def log_model(self, folder: Path, example: np.ndarray, registered_name: str, tags: dict[str, str]) -> None:
+        """The exported folder as an MLflow model, a new version of `registered_name` (megl.models.mlflow_model)."""
+        from megl.models.mlflow_model import log_model
+
+        log_model(folder, example, registered_name, tags)
+
+    @deferred_signals()
+    def log_datasets(self, splits: DatasetSplits) -> None:
+        _log_splits(splits)
+
+    @deferred_signals()
     def set_tags(self, tags: dict[str, str]) -> None:
         self._mlflow.set_tags(tags)
 
@@ -285,13 +358,15 @@ def training_run(client, experiment_id: str, run_name: str, digest: str) -> str 
 def log_to_training_run(
     root: Path, experiment: str, run_name: str, tags: dict[str, str], digest: str,
     metrics: dict[str, float], folder: Path, artifact_path: str, facts: dict[str, str] | None = None,
+    splits: DatasetSplits | None = None,
 ) -> tuple[str, bool]:
-    """Append evaluation's metrics, facts and artifacts to the run that trained the model (the run
-    tagged with its digest). When no such run is in this store (the model was trained with tracking
-    off, or with another store), the evaluation gets a run of its own with the same name and tags,
-    saying so. Facts (how it was evaluated: batch size, threads, device) are params, not metrics; a
-    run evaluated again with other facts keeps its first values and gets the new ones as tags
-    (MLflow params never change). Returns (run id, whether it is the training run)."""
+    """Append evaluation's metrics, facts, artifacts and the dataset splits it read (`splits`) to the
+    run that trained the model (the run tagged with its digest). When no such run is in this store
+    (the model was trained with tracking off, or with another store), the evaluation gets a run of
+    its own with the same name and tags, saying so. Facts (how it was evaluated: batch size, threads,
+    device) are params, not metrics; a run evaluated again with other facts keeps its first values
+    and gets the new ones as tags (MLflow params never change). Returns (run id, whether it is the
+    training run)."""
     import mlflow
 
     client = _client(root)
@@ -313,6 +388,8 @@ def log_to_training_run(
         if changed:
             mlflow.set_tags(changed)
         mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+        if splits is not None:
+            _log_splits(splits)
     return run.info.run_id, trained_in is not None
 
 

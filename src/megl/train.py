@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, set_seed
@@ -32,7 +33,8 @@ from megl import methods
 from megl.layout import RunLayout, data_dir
 from megl.methods.applicability import not_applicable
 from megl.models.build import build_model
-from megl.tracking import MODEL_DIGEST_TAG, model_digest, run_name, run_tags, start_run
+from megl.tracking import (MODEL_DIGEST_TAG, DatasetSplits, model_digest, registered_model_name, run_name, run_tags,
+                           start_run)
 
 StepLogger = Callable[[int, dict[str, float]], None]
 
@@ -133,6 +135,7 @@ def train(
         elif paths.checkpoint_dir.exists() and accelerator.is_main_process:
             shutil.rmtree(paths.checkpoint_dir)  # a fresh run must not mix with an old one's states
         state["mlflow_run_id"] = tracker.run_id
+        tracker.log_datasets(DatasetSplits(params.root, dataset, {"train": "train", "val": "validation"}))
 
         # --- the loop -------------------------------------------------------------------------------
         model.train()
@@ -207,16 +210,28 @@ def train(
             write_json(paths.history, state["history"])
             if params.tracking.enabled:
                 # evaluation finds this run by the model's digest (the folder holds no run id)
-                tracker.set_tags({MODEL_DIGEST_TAG: model_digest(paths.model_dir)})
+                digest = model_digest(paths.model_dir)
+                tracker.set_tags({MODEL_DIGEST_TAG: digest})
                 core.load_weights(load_file(paths.model_dir / "model.safetensors"))
                 image, table = core.gallery(val_set, params.tracking.gallery_samples, accelerator.device)
                 if image is not None:
                     tracker.log_image(image, "cam_gallery.png")
                 tracker.log_table(table, "explanations.json")
-                tracker.log_artifacts(paths.model_dir, "model")
+                version_tags = run_tags(dataset, backbone, variant, cfg.seed) | {MODEL_DIGEST_TAG: digest}
+                track_model(tracker, core, paths.model_dir, val_set, version_tags)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
+
+
+def track_model(tracker, core, model_dir: Path, val_set: ExplanationDataset, tags: dict[str, str]) -> None:
+    """A model with a saliency map: an MLflow model, registered (megl.models.mlflow_model), its input
+    example the first validation image. An MLLM baseline (no map to serve): its folder as artifacts."""
+    if not core.has_cam:
+        tracker.log_artifacts(model_dir, "model")
+        return
+    example = np.asarray(val_set.images[val_set.rows[:1]])
+    tracker.log_model(model_dir, example, registered_model_name(tags["dataset"], tags["backbone"], tags["variant"]), tags)
 
 
 def publish_not_applicable(params: Params, dataset, backbone, variant, paths: RunLayout, reason: str) -> dict:

@@ -273,12 +273,12 @@ EVALUATION_FACTS = ("batch_size", "threads", "num_classes", "device", "dtype", "
 
 
 def log_to_run(params: Params, dataset, backbone, variant, metrics: dict, efficiency: dict, paths: RunLayout) -> None:
-    """Add the test metrics and the gallery to the MLflow run that trained this model (the run
-    tagged with the model folder's digest), or to a run of their own when that run is not in this
-    store."""
+    """Add the test metrics, the gallery and the splits read (validation, test) to the MLflow run
+    that trained this model (the run tagged with the model folder's digest), or to a run of their
+    own when that run is not in this store."""
     if not params.tracking.enabled:
         return
-    from megl.tracking import log_to_training_run, model_digest, run_name, run_tags
+    from megl.tracking import DatasetSplits, log_to_training_run, model_digest, run_name, run_tags
 
     everything = metrics | efficiency
     numbers = {
@@ -290,7 +290,7 @@ def log_to_run(params: Params, dataset, backbone, variant, metrics: dict, effici
     run_id, found = log_to_training_run(
         params.root, params.tracking.experiment, run_name(dataset, backbone, variant, seed),
         run_tags(dataset, backbone, variant, seed), model_digest(paths.model_dir), numbers, paths.results_dir, "evaluation",
-        facts,
+        facts, DatasetSplits(params.root, dataset, {"val": "validation", "test": "test"}),
     )
     if not found:
         print(f"evaluate: no run in this MLflow store exported this model (trained with tracking off, or with "
