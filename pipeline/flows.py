@@ -41,7 +41,9 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 for _path in (REPO / "src", REPO / "pipeline"):  # this checkout's library, also when run from a copy of it
@@ -68,6 +70,24 @@ NO_WORKER_S = 180  # a queue nobody has polled for this long after a submission:
 MAX_CRASHES = 3  # a cell whose worker died is submitted again this often, on top of sweep.retries
 
 
+def _defined_names(block: str) -> object:
+    """The names params.yaml defines in `block`, as a Literal: a deployment's parameter form offers
+    them as choices, and the API refuses any other name (listing these) before a flow run exists.
+    Read when this module is imported (pipeline/serve.py: when it starts). A params.yaml that does
+    not load gives plain str: a worker imports this module for its cells, which carry their own
+    params, and the sweep's own check names the problem."""
+    try:
+        names = tuple(sorted(getattr(load_params(PARAMS), block)))
+    except ConfigError:
+        return str
+    return Literal[names] if names else str
+
+
+DatasetName = _defined_names("datasets")
+BackboneName = _defined_names("backbones")
+VariantName = _defined_names("variants")
+
+
 class CellRefused(RuntimeError):
     """This worker's clone is at another commit than the sweep's."""
 
@@ -82,6 +102,23 @@ class CellSuperseded(RuntimeError):
 
 def queue_name(commit: str) -> str:
     return f"commit-{commit[:12]}"
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def shared_cores_warning(at_once: int, threads: int, host_cores: int) -> Optional[str]:
+    """Runs that together want more threads than the host has share its cores: slower, the same
+    numbers (each stage computes with compute.threads threads). `at_once` counts the runs really
+    running beside each other, not a bound such as max_parallel: a one-run sweep shares nothing."""
+    if at_once * threads <= host_cores:
+        return None
+    return (f"{at_once} runs at once on this host x compute.threads {threads} > {host_cores} cores: they share the "
+            "cores (slower, the same numbers)")
 
 
 def stage_env(parent_run_id: Optional[str], tracking_uri: Optional[str] = None) -> dict[str, str]:
@@ -129,6 +166,11 @@ def megl_cell(
     dvc = scratch.dvc_command()
     started = time.monotonic()
     with scratch.worktree(commit, scratch.narrowed_params(params_yaml, grid)) as tree:
+        # the runs beside this one are the cells (and gathers) in this clone's worktrees right now
+        threads = int(yaml.safe_load(params_yaml).get("compute", {}).get("threads", 1))
+        warning = shared_cores_warning(scratch.running_worktrees(), threads, cores())
+        if warning:
+            logger.warning(warning)
         out = scratch.run_logged([dvc, "repro", "--pull", key.stage("train"), key.stage("evaluate")], tree, env,
                                  logger.info, "dvc repro")
         scratch.run_logged([sys.executable, str(REPO / "pipeline" / "dvc_push.py"), "--with-deps", key.stage("evaluate")],
@@ -279,14 +321,24 @@ def _summary_text(summary: dict) -> str:
 
 @flow(name="megl", log_prints=True)
 def megl_sweep(
-    datasets: Optional[list[str]] = None,
-    backbones: Optional[list[str]] = None,
-    variants: Optional[list[str]] = None,
+    datasets: Optional[list[DatasetName]] = None,
+    backbones: Optional[list[BackboneName]] = None,
+    variants: Optional[list[VariantName]] = None,
     seeds: Optional[list[int]] = None,
     max_parallel: Optional[int] = None,
 ):
     """The ablation sweep: every (dataset, backbone, variant, seed) as a flow run of megl-cell/pool
-    on the work pool, then the tables. None takes params.yaml (`grid`, `sweep.max_parallel`)."""
+    on the work pool, then the tables. None takes params.yaml (`grid`, `sweep.max_parallel`).
+
+    Args:
+        datasets: Datasets to sweep, from params.yaml's datasets block. None: params grid.datasets.
+        backbones: Backbones to sweep, from params.yaml's backbones block. None: params grid.backbones.
+        variants: Variants (methods and ablations) to sweep, from params.yaml's variants block. None: params
+            grid.variants.
+        seeds: Training seeds; each (dataset, backbone, variant) is trained once per seed. None: params grid.seeds.
+        max_parallel: Runs in flight at once, on any workers of the pool (their slots bound it too). None: params
+            sweep.max_parallel.
+    """
     logger = get_run_logger()
     params = load_params(PARAMS)
     grid = params.select_grid(datasets, backbones, variants, seeds)  # ConfigError naming what is wrong
@@ -305,7 +357,7 @@ def megl_sweep(
     run_label = runtime.flow_run.name or "local"
     out = REPO / "results" / "sweeps" / f"{run_label}-{str(runtime.flow_run.id or '')[:8]}".rstrip("-")
     logger.info("sweep of %d runs at commit %s, at most %d at once on pool %r, queue %r: %s", len(cells), commit[:12],
-                max_parallel, POOL, queue_name(commit), sweep)
+                min(max_parallel, len(cells)), POOL, queue_name(commit), sweep)
 
     parent = uri = None
     if params.tracking.enabled:
@@ -358,7 +410,14 @@ def megl_sweep(
 def megl_study(study: str = "configs/study.yaml", max_runs: Optional[int] = None, max_parallel: Optional[int] = None):
     """The fair comparison (pipeline/study.py, docs/study.md) with every run a flow run of
     megl-cell/pool on the work pool, at most max_parallel at once (None: params sweep.max_parallel);
-    the records, the selection and the report as `make study` writes them, in this checkout."""
+    the records, the selection and the report as `make study` writes them, in this checkout.
+
+    Args:
+        study: The study file, relative to the repository (configs/study.yaml: the fair comparison; a file
+            with hyperparameters_from: an ablation at another study's selection).
+        max_runs: Runs this flow run submits at most; the study resumes from its records next time. None: all.
+        max_parallel: Runs in flight at once, on any workers of the pool. None: params sweep.max_parallel.
+    """
     import study as study_command
 
     logger = get_run_logger()

@@ -136,17 +136,28 @@ def _remove_dead(clone: Path) -> None:
     cell already has its owner file: another cell's clean-up never removes it under git's hands."""
     folder = clone / CELLS
     for owner in folder.glob(f"*{OWNER}") if folder.is_dir() else []:
-        try:
-            os.kill(int(owner.read_text()), 0)
-            continue  # still running
-        except (OSError, ValueError):
-            pass
+        if _alive(owner):
+            continue
         shutil.rmtree(owner.with_name(owner.name[: -len(OWNER)]), ignore_errors=True)
         owner.unlink(missing_ok=True)
     for tree in folder.iterdir() if folder.is_dir() else []:
         if tree.is_dir() and not owner_file(tree).exists():  # its owner file goes first: a leftover
             shutil.rmtree(tree, ignore_errors=True)
     subprocess.run(["git", "-C", str(clone), "worktree", "prune"], capture_output=True)
+
+
+def _alive(owner: Path) -> bool:
+    try:
+        os.kill(int(owner.read_text()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def running_worktrees(clone: Path = REPO) -> int:
+    """Worktrees of this clone whose owner process runs: the cells (and gathers) running at once here."""
+    folder = clone / CELLS
+    return sum(_alive(owner) for owner in folder.glob(f"*{OWNER}")) if folder.is_dir() else 0
 
 
 def _dvc_config(clone: Path, tree: Path) -> None:

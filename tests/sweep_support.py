@@ -1,10 +1,13 @@
 """A real Prefect sweep for the end-to-end tests (tests/test_prefect_flow.py, tests/test_mlflow_ui.py,
 tests/test_nothing_lost.py).
 
+`prefect_server` (session scope): one Prefect server on loopback (state in a temporary PREFECT_HOME)
+for every test that needs one (tests/test_prefect_server.py, the sweep below).
+
 `ablation_sweep` (session scope, imported by conftest.py so the modules share one sweep): a git + DVC
 copy of the repository with tiny params, where `dvc repro` made the workspace's results (grid
 object_me x resnet18 x {baseline, megl} x seed 0) and git committed them, as a user's checkout looks;
-a Prefect server on loopback (state in a temporary PREFECT_HOME); `python pipeline/serve.py` serving
+the `prefect_server`; `python pipeline/serve.py` serving
 the sweep with a worker of the pool in the same clone (2 cells at once); and one
 `prefect deployment run megl/ablation --watch` on seed 1 of the same grid (cells the workspace has
 not run), tracked in a temporary SQLite MLflow store.
@@ -121,7 +124,7 @@ def tiny_repo(work: Path) -> Path:
     """The parts of the repository a sweep needs, with tiny params, as a git + DVC repo (one commit;
     the default DVC remote, dvc-remote/ in the copy, as a clone has it)."""
     work.mkdir(parents=True)
-    for name in ("dvc.yaml", "stages", "src", "pipeline", ".gitignore", ".dvcignore", ".dvc/config"):
+    for name in ("dvc.yaml", "stages", "src", "pipeline", "prefect.toml", ".gitignore", ".dvcignore", ".dvc/config"):
         src = REPO / name
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
@@ -214,21 +217,42 @@ class Sweep:
         return out
 
 
+@dataclasses.dataclass
+class PrefectServer:
+    process: subprocess.Popen
+    api: str  # http://127.0.0.1:<port>/api
+    env: dict[str, str]  # what a client of it needs: PREFECT_API_URL, PREFECT_HOME, analytics off
+    log: Path
+
+
 @pytest.fixture(scope="session")
-def ablation_sweep(tmp_path_factory):
-    base = tmp_path_factory.mktemp("sweep")
-    work = tiny_repo(base / "repo")
+def prefect_server(tmp_path_factory):
+    """`prefect server start` on a free loopback port, its state in a temporary PREFECT_HOME (no UI)."""
+    base = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(base / "prefect"), "PREFECT_API_URL": api,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    log = base / "server.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                                  cwd=base, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for("prefect server", lambda: http_json(f"{api}/health") is True, 180, server, log)
+        yield PrefectServer(server, api, env, log)
+    finally:
+        stop(server)
+
+
+@pytest.fixture(scope="session")
+def ablation_sweep(tmp_path_factory, prefect_server):
+    base = tmp_path_factory.mktemp("sweep")
+    work = tiny_repo(base / "repo")
+    api = prefect_server.api
     mlflow_uri = f"sqlite:///{base}/mlflow.db"
     env = {
-        **os.environ,
+        **prefect_server.env,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-        "PREFECT_HOME": str(base / "prefect"),
-        "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_UI_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
         "MLFLOW_TRACKING_URI": mlflow_uri,
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DVC_NO_ANALYTICS": "1",
@@ -242,15 +266,7 @@ def ablation_sweep(tmp_path_factory):
     git(work, "add", "-A")
     git(work, "commit", "-qm", "results")
     sweep.before = digest(work)
-    server = None
-    server_log = base / "prefect-server.log"
     try:
-        with open(server_log, "w") as log:
-            server = subprocess.Popen(
-                [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        wait_for("prefect server", lambda: http_json(f"{api}/health") is True, 180, server, server_log)
         sweep.start_serve()
         started = time.monotonic()
         out, run_id = sweep.run_deployment({**SWEEP, "max_parallel": 2})
@@ -260,4 +276,3 @@ def ablation_sweep(tmp_path_factory):
         yield sweep
     finally:
         stop(sweep.serve)
-        stop(server)

@@ -10,9 +10,13 @@ import shutil
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
 import yaml
+from prefect.exceptions import ParameterTypeError
 
+from megl.config import load_params
 from sweep_support import SWEEP, VENV_BIN, digest, git, http_json
 
 RUNS = [f"object_me/resnet18/{v}/s1" for v in SWEEP["variants"]]
@@ -40,6 +44,59 @@ def test_serve_offers_megl_ablation_and_the_study_with_their_parameters(pipeline
     assert not schema.required  # every parameter defaults to params.yaml
     assert (study.flow_name, study.name, study.entrypoint) == ("megl-study", "fair", "pipeline/flows.py:megl_study")
     assert set(study._parameter_openapi_schema.properties) == {"study", "max_runs", "max_parallel"}
+
+
+def test_the_parameter_forms_describe_every_parameter_and_offer_the_defined_names(pipeline_modules, repo):
+    """The UI's form of a deployment is its parameter schema: a description for every parameter, and
+    the names params.yaml defines as the choices of datasets / backbones / variants (the API refuses
+    any other, listing these: tests/test_prefect_server.py)."""
+    flows, serve = pipeline_modules
+    sweep, study = serve.deployments()
+    for deployment in (sweep, study):
+        properties = deployment._parameter_openapi_schema.properties
+        assert all(p.get("description") for p in properties.values()), properties
+    params = load_params(repo / "params.yaml")
+    properties = sweep._parameter_openapi_schema.properties
+    for block in ("datasets", "backbones", "variants"):
+        (listed,) = [choice for choice in properties[block]["anyOf"] if choice.get("type") == "array"]
+        assert listed["items"]["enum"] == sorted(getattr(params, block)), block
+    with pytest.raises(ParameterTypeError, match="Input should be 'baseline'.*'visual_text'"):
+        flows.megl_sweep.validate_parameters({"variants": ["megl", "megll"]})  # a run without the server, too
+
+
+def test_prefect_toml_sends_the_bare_cli_to_env_sh_s_server(repo, monkeypatch):
+    """From the repository root, without `. pipeline/env.sh`, the prefect CLI reads prefect.toml: the
+    project's API and state, as env.sh sets them by default (no temporary server, no ~/.prefect)."""
+    for name in [k for k in os.environ if k.startswith(("PREFECT_", "MEGL_PREFECT"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(repo)
+    from prefect.settings import Settings
+
+    settings = Settings()
+    env_sh = subprocess.run(["sh", "-c", ". pipeline/env.sh && echo $PREFECT_API_URL $PREFECT_HOME"], cwd=repo,
+                            env=dict(os.environ), capture_output=True, text=True, check=True)
+    url, home = env_sh.stdout.split()
+    assert str(settings.api.url) == url
+    assert (repo / settings.home).resolve() == Path(home)
+    assert (repo / settings.profiles_path).resolve() == Path(home) / "profiles.toml"
+
+
+def test_the_cores_warning_counts_the_runs_at_once_not_max_parallel(pipeline_modules, tmp_path):
+    """A one-run sweep said "2 runs x 2 threads > 2 cores": the warning counted max_parallel. A cell
+    now counts the runs in its clone's worktrees whose owner process is alive."""
+    flows, _ = pipeline_modules
+    import scratch
+
+    assert flows.shared_cores_warning(1, 2, 2) is None
+    assert flows.shared_cores_warning(2, 2, 2) == (
+        "2 runs at once on this host x compute.threads 2 > 2 cores: they share the cores (slower, the same numbers)")
+    cells = tmp_path / scratch.CELLS
+    cells.mkdir(parents=True)
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    (cells / f"a{scratch.OWNER}").write_text(str(os.getpid()))
+    (cells / f"b{scratch.OWNER}").write_text(str(ended.pid))  # a cell killed outright
+    assert scratch.running_worktrees(tmp_path) == 1
 
 
 def test_the_cell_deployment_runs_in_the_workers_own_clone(pipeline_modules):
@@ -150,7 +207,8 @@ def test_served_deployment_runs_the_sweep(ablation_sweep):
         assert child.data.tags.items() >= {"dataset": d, "backbone": b, "variant": v, "seed": "1"}.items()
         assert 0 <= child.data.metrics["test/accuracy"] <= 1 and "val_accuracy" in child.data.metrics
         files = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"cam_gallery.png", "explanations.json", "evaluation", "model"} <= files
+        assert {"cam_gallery.png", "explanations.json", "evaluation"} <= files
+        assert len(client.get_run(child.info.run_id).outputs.model_outputs) == 1  # its MLflow model
 
 
 @pytest.mark.slow
