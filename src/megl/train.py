@@ -33,6 +33,7 @@ from megl import methods
 from megl.layout import RunLayout, data_dir
 from megl.methods.applicability import not_applicable
 from megl.models.build import build_model
+from megl.progress import phase, progress
 from megl.tracking import (MODEL_DIGEST_TAG, DatasetSplits, model_digest, registered_model_name, run_name, run_tags,
                            start_run)
 
@@ -109,7 +110,8 @@ def train(
     val_loader = DataLoader(val_set, batch_size=cfg.eval_batch_size, collate_fn=collate)
 
     # --- model and optimiser ------------------------------------------------------------------
-    model = build_model(params, train_set, backbone, variant, texts)
+    with phase(f"train {dataset}/{backbone}/{variant}/s{cfg.seed}: building the model", enabled=accelerator.is_main_process):
+        model = build_model(params, train_set, backbone, variant, texts)
     optimizer = torch.optim.AdamW(model.param_groups(cfg.lr, cfg.text_lr), weight_decay=cfg.weight_decay)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     core = accelerator.unwrap_model(model)
@@ -149,7 +151,8 @@ def train(
             train_set.set_epoch(epoch)
             sums: dict[str, float] = {}
             batches = 0
-            for step, batch in enumerate(train_loader):
+            epoch_desc = f"train {dataset}/{backbone}/{variant}/s{cfg.seed}: epoch {epoch + 1}/{cfg.epochs}"
+            for step, batch in enumerate(progress(train_loader, len(train_loader), epoch_desc, enabled=accelerator.is_main_process)):
                 with accelerator.accumulate(model):
                     out = model(batch)
                     for name, value in out.terms.items():

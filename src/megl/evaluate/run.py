@@ -33,6 +33,7 @@ from megl.evaluate.localisation import localisation_metrics, upsample
 from megl.layout import RunLayout, data_dir
 from megl.models.contract import Predictions
 from megl.models.load import load_exported
+from megl.progress import phase
 from megl.visualize import overlay_grid
 
 
@@ -130,7 +131,9 @@ def score(params: Params, dataset, backbone, variant, paths: RunLayout, model, c
     test_set = ExplanationDataset(folder, "test", config["grid"], seed=params.train.seed)
     size = test_set.images.shape[1]
 
-    pred = model.predict_split(test_set, params.train.eval_batch_size, device)
+    run = f"evaluate {dataset}/{backbone}/{variant}/s{params.train.seed}"
+    with phase(f"{run}: test split predictions ({len(test_set)} images)"):
+        pred = model.predict_split(test_set, params.train.eval_batch_size, device)
     run_fields = {"dataset": dataset, "backbone": backbone, "variant": variant, "seed": params.train.seed}
     metrics = dict(run_fields) | model.describe(config, len(test_set.classes))
     flat, f1_rows, confusion = classification_metrics(pred.labels, pred.preds, test_set.classes)
@@ -141,19 +144,23 @@ def score(params: Params, dataset, backbone, variant, paths: RunLayout, model, c
     has = gt = None
     if model.has_cam:
         has, gt = gt_maps_at_image_size(folder, pred.rows, size, len(test_set.manifest))
-        metrics |= saliency_metrics(model, test_set, pred, (has, gt), cfg, params.train.eval_batch_size, device)
+        with phase(f"{run}: localisation and faithfulness ({cfg.faithfulness_samples} faithfulness samples)"):
+            metrics |= saliency_metrics(model, test_set, pred, (has, gt), cfg, params.train.eval_batch_size, device)
 
     references = {str(i): test_set.explanations(i) for i in range(len(test_set))}
     if pred.generated is not None:
-        metrics |= text_metrics(test_set, pred.generated, references, cfg, device, meteor, lower_hypotheses=model.lower_hypotheses)
+        with phase(f"{run}: text metrics ({len(pred.generated)} explanations)"):
+            metrics |= text_metrics(test_set, pred.generated, references, cfg, device, meteor, lower_hypotheses=model.lower_hypotheses)
         ids = test_set.manifest["sample_id"].to_numpy()[pred.rows].tolist()
         metrics |= grounding_metrics(pred.generated, pred.cams, size, [test_set.classes[i] for i in pred.labels],
                                      target_centres(params, dataset, ids))
 
     metrics = _round(metrics)
-    val = _round(run_fields | validation_metrics(model, folder, config["grid"], params, device, size))
-    efficiency = efficiency_metrics(model, _on(collate([test_set[0]]), device), warmup=cfg.efficiency_warmup,
-                                    iters=cfg.efficiency_iters)
+    with phase(f"{run}: validation split"):
+        val = _round(run_fields | validation_metrics(model, folder, config["grid"], params, device, size))
+    with phase(f"{run}: efficiency ({cfg.efficiency_iters} timed calls)"):
+        efficiency = efficiency_metrics(model, _on(collate([test_set[0]]), device), warmup=cfg.efficiency_warmup,
+                                        iters=cfg.efficiency_iters)
     # everything is computed: only now do this run's outputs replace the previous run's
     write_json(paths.test_metrics, metrics)
     write_json(paths.val_metrics, val)

@@ -541,9 +541,11 @@ class LlavaBaseline(nn.Module):
         from torch.utils.data import DataLoader
 
         from megl.data.dataset import collate
+        from megl.progress import progress
 
         rows, labels, preds, generated = [], [], [], []
-        for batch in DataLoader(test_set, batch_size=batch_size, collate_fn=collate):
+        loader = DataLoader(test_set, batch_size=batch_size, collate_fn=collate)
+        for batch in progress(loader, len(loader), f"predict {len(test_set)} images (greedy answers)", unit="batch"):
             ids, explanations = self.predict(batch["pixels"].to(device), self.questions(batch))
             rows += batch["row"].tolist()
             labels += batch["label"].tolist()

@@ -173,10 +173,12 @@ class MEGL(nn.Module):
         """Logits, predicted-class CAMs (the model's explainer, or `explainer`) and (with a text head
         and `text`) greedy explanations for the test split."""
         from megl.data.dataset import collate
+        from megl.progress import progress
 
         out = {"rows": [], "labels": [], "preds": [], "probs": [], "cams": []}
         generated = [] if self.text_head is not None and text else None
-        for batch in DataLoader(test_set, batch_size=batch_size, collate_fn=collate):
+        loader = DataLoader(test_set, batch_size=batch_size, collate_fn=collate)
+        for batch in progress(loader, len(loader), f"predict {len(test_set)} images", unit="batch"):
             pixels = batch["pixels"].to(device)
             logits, cam, features = self.explain(pixels, explainer=explainer)
             out["rows"].append(batch["row"])
