@@ -112,8 +112,12 @@ postgresql:
 	    $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; \
 	fi
 
+# Two workers (pytest-xdist): a test spends much of its time in one single-threaded process (a
+# server starting, DVC, an import), so a second one uses the other core; tests/conftest.py keeps
+# each module, and all that share the Prefect server, on one worker. TEST_ARGS= runs it serially.
+TEST_ARGS ?= -n 2 --dist loadgroup
 test: venv browser fashion-mnist postgresql vega
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(TEST_ARGS)
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"

@@ -8,7 +8,7 @@ from megl.config import load_params
 from megl.data.extract import extract_dataset
 from megl.data.saliency import build_saliency
 from megl.data.synthetic import generate
-from sweep_support import ablation_sweep  # noqa: F401  (one real Prefect sweep, shared by two test modules)
+from sweep_support import ablation_sweep, prefect_server  # noqa: F401  (one Prefect server and one real sweep, shared by the test modules)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,3 +39,18 @@ def small_params(repo, tmp_path_factory):
     extract_dataset("object_me", ds, params.split, root / "data/object_me", root / "metrics/object_me/dataset.json")
     build_saliency("object_me", ds, params.saliency, root / "data/object_me", root / "data/object_me/saliency", root / "s.json")
     return params
+
+
+SHARED = {"prefect_server", "ablation_sweep"}  # session fixtures worth building once: a server, a whole sweep
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs two pytest-xdist workers with --dist loadgroup. A module's tests stay on one
+    worker (its module fixtures are built once), and every module that uses the Prefect server or
+    the sweep shares one worker with the others that do (session fixtures are per worker)."""
+    modules: dict[str, set[str]] = {}
+    for item in items:
+        modules.setdefault(item.module.__name__, set()).update(item.fixturenames)
+    for item in items:
+        name = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("prefect" if SHARED & modules[name] else name))
