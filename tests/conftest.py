@@ -44,6 +44,7 @@ def small_params(repo, tmp_path_factory):
 SHARED = {"prefect_server", "ablation_sweep"}  # session fixtures worth building once: a server, a whole sweep
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     """`make test` runs two pytest-xdist workers with --dist loadgroup. A module's tests stay on one
     worker (its module fixtures are built once), and every module that uses the Prefect server or

@@ -64,12 +64,14 @@ def test_dvc_yaml_uses_the_layout(repo):
     for stage in (train, evaluate):
         assert stage["matrix"]["seed"] == "${grid.seeds}"
         assert "--seed ${item.seed}" in stage["cmd"]
-    # per-run metrics and plots are plain outputs: dvc.yaml declares only the summary as metrics
-    assert "metrics" not in train and "plots" not in train and "metrics" not in evaluate and "plots" not in evaluate
-    assert [_expand(p, key) for p in _paths(train["outs"])] == [lay.relative(p) for p in (lay.model_dir, lay.train_metrics, lay.history)]
+    assert [_expand(p, key) for p in _paths(train["outs"])] == [lay.relative(lay.model_dir)]
+    assert [_expand(p, key) for p in _paths(train["metrics"])] == [lay.relative(lay.train_metrics)]
+    assert [_expand(p, key) for p in _paths(train["plots"])] == [lay.relative(lay.history)]
     assert lay.relative(lay.model_dir) in [_expand(p, key) for p in evaluate["deps"]]
-    assert [_expand(p, key) for p in _paths(evaluate["outs"])] == [lay.relative(p) for p in (
-        lay.results_dir, lay.test_metrics, lay.val_metrics, lay.efficiency, lay.per_class_f1, lay.confusion)]
+    assert [_expand(p, key) for p in _paths(evaluate["outs"])] == [lay.relative(lay.results_dir)]
+    assert [_expand(p, key) for p in _paths(evaluate["metrics"])] == [lay.relative(lay.test_metrics), lay.relative(lay.val_metrics),
+                                                                       lay.relative(lay.efficiency)]
+    assert [_expand(p, key) for p in _paths(evaluate["plots"])] == [lay.relative(lay.per_class_f1), lay.relative(lay.confusion)]
 
 
 def _stages(repo) -> dict:

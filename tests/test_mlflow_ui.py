@@ -89,10 +89,13 @@ def test_ui_lists_the_sweep_parent_and_its_children(ablation_sweep, mlflow_serve
     # the experiment's runs table (a React SPA: wait for the rendered rows)
     browser.get(f"{mlflow_server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
     WebDriverWait(browser, 60).until(lambda d: parent_name in page_text(d), f"{parent_name!r} not listed")
-    assert not any(name in page_text(browser) for name in RUNS)  # children are nested under it ...
+    # children are nested under it (no row of theirs; their names may still show, e.g. as a logged
+    # model's source run) ...
+    run_links = lambda d: {a.text.strip() for a in d.find_elements(By.XPATH, "//a[@href]")}  # noqa: E731
+    assert not set(RUNS) & run_links(browser)
     link = browser.find_element(By.XPATH, f"//a[normalize-space()='{parent_name}']")
     link.find_element(By.XPATH, "./ancestor::*[@role='gridcell'][1]//button").click()  # ... until expanded
-    WebDriverWait(browser, 30).until(lambda d: all(name in page_text(d) for name in RUNS), f"children of {parent_name!r} not shown")
+    WebDriverWait(browser, 30).until(lambda d: set(RUNS) <= run_links(d), f"children of {parent_name!r} not shown")
 
     # a child's artifacts: the CAM gallery and the explanation table
     child_id = children[RUNS[-1]]["info"]["run_id"]
@@ -100,3 +103,24 @@ def test_ui_lists_the_sweep_parent_and_its_children(ablation_sweep, mlflow_serve
     WebDriverWait(browser, 60).until(
         lambda d: all(f in page_text(d) for f in ("cam_gallery.png", "explanations.json")), "artifacts not listed"
     )
+
+
+def test_ui_lists_the_sweeps_registered_models_and_their_versions(ablation_sweep, mlflow_server, browser):
+    """Every classifier the sweep trained is a registered model (megl-<d>-<b>-<v>, a version per run):
+    the registry's REST API and the UI's Models page list them. MEGL_SCREENSHOTS=<folder> saves the page."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    names = sorted(f"megl-object_me-resnet18-{v}" for v in SWEEP["variants"])
+    listed = http_json(f"{mlflow_server}/api/2.0/mlflow/registered-models/search")["registered_models"]
+    assert names == sorted(m["name"] for m in listed if m["name"] in names), listed
+    _, _, children = sweep_runs(mlflow_server, ablation_sweep.flow_run_id)
+    for name in names:
+        versions = http_json(f"{mlflow_server}/api/2.0/mlflow/model-versions/search?filter=" + urllib.parse.quote(f"name='{name}'"))
+        sweep_versions = [v for v in versions["model_versions"] if v["run_id"] in {c["info"]["run_id"] for c in children.values()}]
+        assert len(sweep_versions) == 1 and {t["key"]: t["value"] for t in sweep_versions[0]["tags"]}["seed"] == "1"
+
+    browser.get(f"{mlflow_server}/#/models")
+    WebDriverWait(browser, 60).until(lambda d: all(n in page_text(d) for n in names), f"{names} not on the Models page")
+    if folder := os.environ.get("MEGL_SCREENSHOTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(Path(folder) / "mlflow-model-registry.png"))

@@ -1,6 +1,7 @@
 """pipeline/scratch.py, with real git and DVC: what counts as uncommitted code, the params a cell or a
 gather writes (comments kept), and a worktree that shares its clone's cache and remote."""
 
+import os
 import subprocess
 import sys
 
@@ -72,7 +73,9 @@ def test_worktree_at_the_commit_shares_the_clones_cache_and_remote(scratch, clon
         assert tree.parent == clone / ".dvc" / "tmp" / "cells"
         assert (tree / "src" / "megl" / "core.py").read_text() == "x = 1\n"  # the commit, not the checkout
         assert (tree / "params.yaml").read_text() == "grid: {}\n"
-        dvc = lambda *a: subprocess.run([str(VENV_BIN / "dvc"), *a], cwd=tree, capture_output=True, text=True).stdout  # noqa: E731
+        # COLUMNS: DVC wraps its table output at the terminal's width, a long tmp path too
+        dvc = lambda *a: subprocess.run([str(VENV_BIN / "dvc"), *a], cwd=tree, capture_output=True, text=True,  # noqa: E731
+                                        env={**os.environ, "COLUMNS": "1000"}).stdout
         assert dvc("cache", "dir").strip() == str(clone / ".dvc" / "cache")
         assert dvc("remote", "list").split() == ["storage", str(clone / "dvc-remote"), "(default)"]
     assert not tree.exists() and str(tree) not in git(clone, "worktree", "list")

@@ -35,7 +35,8 @@ def _label(params: Params, variant: str) -> str:
     ablation's arms)."""
     def row(name: str) -> str:
         v = params.variant(name)
-        return methods.get(v.method).row_label(v)
+        label = methods.get(v.method).row_label(v)
+        return "Plain backbone" if label == "-" else label  # the paper's "-" (MEGL with no term) reads as a gap here
 
     label = row(variant)
     shared = sum(row(other) == label for other in params.study.variants) > 1
