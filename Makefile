@@ -113,9 +113,9 @@ postgresql:
 	fi
 
 # Two workers (pytest-xdist): a test spends much of its time in one single-threaded process (a
-# server starting, DVC, an import), so a second one uses the other core; tests/conftest.py keeps
-# each module, and all that share the Prefect server, on one worker. TEST_ARGS= runs it serially.
-TEST_ARGS ?= -n 2 --dist loadgroup
+# server starting, DVC, an import), so a second one uses the other core. Each worker builds the
+# session fixtures its tests need (the Prefect sweep can be built on both). TEST_ARGS= runs serially.
+TEST_ARGS ?= -n 2
 test: venv browser fashion-mnist postgresql vega
 	$(BIN)/python -m pytest $(TEST_ARGS)
 

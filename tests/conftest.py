@@ -40,18 +40,3 @@ def small_params(repo, tmp_path_factory):
     build_saliency("object_me", ds, params.saliency, root / "data/object_me", root / "data/object_me/saliency", root / "s.json")
     return params
 
-
-SHARED = {"prefect_server", "ablation_sweep"}  # session fixtures worth building once: a server, a whole sweep
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
-def pytest_collection_modifyitems(config, items):
-    """`make test` runs two pytest-xdist workers with --dist loadgroup. A module's tests stay on one
-    worker (its module fixtures are built once), and every module that uses the Prefect server or
-    the sweep shares one worker with the others that do (session fixtures are per worker)."""
-    modules: dict[str, set[str]] = {}
-    for item in items:
-        modules.setdefault(item.module.__name__, set()).update(item.fixturenames)
-    for item in items:
-        name = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group("prefect" if SHARED & modules[name] else name))
