@@ -105,9 +105,23 @@ def test_ui_lists_the_sweep_parent_and_its_children(ablation_sweep, mlflow_serve
     )
 
 
+def dismiss_ui_overlays(browser, base: str):
+    """Keep MLflow's UI from covering the Models page, for the screenshot: the promo modal
+    ("Flexible, governed deployments with the new Model Registry UI"), shown until localStorage holds
+    `_mlflow_model_registry_promo_modal_dismissed_v1`, and the MLflow Assistant side panel, opened on
+    a local server's first load until `mlflow.assistant.fab.autoOpenedOnFirstLoad_v1` (it squeezes
+    the list). Both are useLocalStorage keys (`<key>_v<version>`, JSON; MLflow 3.17,
+    server/js/build/static/js/927.*.chunk.js and main.*.js). Set from /health, a plain page of the
+    same origin (same localStorage), so the next get() loads the UI afresh and reads them."""
+    browser.get(f"{base}/health")
+    for key in ("_mlflow_model_registry_promo_modal_dismissed_v1", "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1"):
+        browser.execute_script("localStorage.setItem(arguments[0], 'true')", key)
+
+
 def test_ui_lists_the_sweeps_registered_models_and_their_versions(ablation_sweep, mlflow_server, browser):
     """Every classifier the sweep trained is a registered model (megl-<d>-<b>-<v>, a version per run):
     the registry's REST API and the UI's Models page list them. MEGL_SCREENSHOTS=<folder> saves the page."""
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     names = sorted(f"megl-object_me-resnet18-{v}" for v in SWEEP["variants"])
@@ -119,8 +133,13 @@ def test_ui_lists_the_sweeps_registered_models_and_their_versions(ablation_sweep
         sweep_versions = [v for v in versions["model_versions"] if v["run_id"] in {c["info"]["run_id"] for c in children.values()}]
         assert len(sweep_versions) == 1 and {t["key"]: t["value"] for t in sweep_versions[0]["tags"]}["seed"] == "1"
 
+    dismiss_ui_overlays(browser, mlflow_server)
     browser.get(f"{mlflow_server}/#/models")
     WebDriverWait(browser, 60).until(lambda d: all(n in page_text(d) for n in names), f"{names} not on the Models page")
     if folder := os.environ.get("MEGL_SCREENSHOTS"):
+        WebDriverWait(browser, 10).until(
+            lambda d: not any(e.is_displayed() for e in d.find_elements(By.CSS_SELECTOR, "[role=dialog]")),
+            "a dialog covers the Models page",
+        )
         Path(folder).mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(Path(folder) / "mlflow-model-registry.png"))
