@@ -81,8 +81,9 @@ def test_repro_builds_everything_then_is_a_no_op(pipeline):
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["datasets"]["action_me"]["labels"]["min_samples_per_class"] = 20
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # that dataset's stages re-run; their outputs are unchanged, so nothing re-trains
-    assert ran(dvc("repro")) == {"validate", "extract@action_me", "saliency@action_me"}
+    # that dataset's stages re-run (and the summary, which reads every dataset's report); their outputs
+    # are unchanged, so nothing re-trains
+    assert ran(dvc("repro")) == {"validate", "extract@action_me", "saliency@action_me", "summary"}
 
     # Editing one variant's block re-trains that variant only.
     params["variants"]["baseline"]["consistency"] = False  # same value: YAML rewritten, block unchanged
@@ -114,6 +115,12 @@ def test_repro_builds_everything_then_is_a_no_op(pipeline):
 
     # the summary: the grid at a glance, per dataset (two here) and variant
     metrics = json.loads(dvc("metrics", "show", "--json"))[""]["data"]
+    # the one metrics file DVC reads by default (`dvc exp show`, `dvc metrics diff`): a few columns, not every run's 40
+    assert sorted(metrics) == ["summary/metrics.json"]
     summary = metrics["summary/metrics.json"]["data"]
     assert summary["seeds"] == 1 and sorted(summary["object_me"]) == ["baseline", "megl"]
     assert summary["object_me"]["megl"]["accuracy"] == round(json.loads(s1.test_metrics.read_text())["accuracy"], 4)
+    # what the gate compares, in git: every dataset's extraction report and every run's test metrics, by path
+    gated = json.loads((work / "summary" / "runs.json").read_text())
+    assert gated[s1.relative(s1.test_metrics)] == json.loads(s1.test_metrics.read_text())
+    assert sorted(p for p in gated if p.endswith("dataset.json")) == [f"metrics/{d}/dataset.json" for d in ("action_me", "object_me")]

@@ -1,4 +1,4 @@
-"""The regression gate with real DVC and git: a planted drop fails, noise passes, a missing metric is named."""
+"""The regression gate against a real git HEAD: a planted drop fails, noise passes, a missing metric is named."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from megl.gate import Rule, Tolerances, check, report
+from megl.gate import Rule, Tolerances, check, compare, report
 
 RULES = {"accuracy": Rule(True, 0.02), "deletion_auc": Rule(False, 0.02), "cider": Rule(True, 0.1)}
 FILES = ["metrics/*/*/megl.json"]
@@ -113,17 +113,15 @@ def test_ungated_files_and_metrics_are_ignored():
 
 
 @pytest.fixture
-def repo_with_metrics(tmp_path, venv_bin):
-    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+def repo_with_metrics(tmp_path):
+    """A git repository whose HEAD commits summary/runs.json, as the summary stage writes it."""
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
     run = lambda *a: subprocess.run(a, cwd=tmp_path, env=env, check=True, capture_output=True)  # noqa: E731
     run("git", "init", "-q")
-    run("dvc", "init", "-q")
-    (tmp_path / "metrics/d/b").mkdir(parents=True)
-    (tmp_path / "metrics/d/b/megl.json").write_text(json.dumps({"accuracy": 0.9, "miou": 0.4, "cider": 1.0}))
-    # not declared as a metric (dvc.yaml declares only the summary): the gate names metrics/ itself
-    (tmp_path / "dvc.yaml").write_text("metrics:\n  - summary.json\n")
-    (tmp_path / "summary.json").write_text(json.dumps({"megl": {"accuracy": 0.9}}))
+    (tmp_path / "summary").mkdir()
+    runs = tmp_path / "summary" / "runs.json"
+    runs.write_text(json.dumps({"metrics/d/b/megl.json": {"accuracy": 0.9, "miou": 0.4, "cider": 1.0}}))
     (tmp_path / "tolerances.yaml").write_text(
         "files: ['metrics/*/*/megl.json']\nmetrics:\n"
         "  accuracy: {direction: higher, tolerance: 0.02}\n  miou: {direction: higher, tolerance: 0.02}\n"
@@ -133,7 +131,7 @@ def repo_with_metrics(tmp_path, venv_bin):
     run("git", "commit", "-qm", "metrics")
 
     def gate(new: dict):
-        (tmp_path / "metrics/d/b/megl.json").write_text(json.dumps(new))
+        runs.write_text(json.dumps({"metrics/d/b/megl.json": new}))
         script = os.path.join(os.path.dirname(__file__), "..", "stages", "check_regression.py")
         return subprocess.run([sys.executable, script, "--tolerances", "tolerances.yaml"], cwd=tmp_path, env=env,
                               capture_output=True, text=True)
@@ -141,8 +139,7 @@ def repo_with_metrics(tmp_path, venv_bin):
     return gate
 
 
-@pytest.mark.slow
-def test_gate_with_real_dvc(repo_with_metrics):
+def test_gate_against_the_committed_collection(repo_with_metrics):
     gate = repo_with_metrics
     same = gate({"accuracy": 0.9, "miou": 0.4, "cider": 1.0})
     assert same.returncode == 0 and "3 metrics checked, 0 regressed" in same.stdout
@@ -157,3 +154,16 @@ def test_gate_with_real_dvc(repo_with_metrics):
     missing = gate({"accuracy": 0.9, "cider": 1.0})
     assert missing.returncode == 1
     assert "MISSING   metrics/d/b/megl.json: miou was 0.4, now absent" in missing.stdout
+
+    gone = gate({})  # a run whose test metrics the reproduction lost entirely
+    assert gone.returncode == 1 and gone.stdout.count("MISSING") == 3
+
+
+def test_compare_pairs_nested_metrics_by_dotted_names_like_dvc():
+    old = {"metrics/d/b/megl.json": {"accuracy": 0.9, "per_class": {"cat": 0.5}}, "metrics/d/b/gone.json": {"accuracy": 0.7}}
+    new = {"metrics/d/b/megl.json": {"accuracy": 0.8, "per_class": {"cat": 0.6}, "extra": 1}}
+    assert compare(old, new) == {
+        "metrics/d/b/gone.json": {"accuracy": {"old": 0.7, "new": None}},
+        "metrics/d/b/megl.json": {"accuracy": {"old": 0.9, "new": 0.8}, "extra": {"old": None, "new": 1},
+                                  "per_class.cat": {"old": 0.5, "new": 0.6}},
+    }

@@ -64,13 +64,14 @@ def test_dvc_yaml_uses_the_layout(repo):
     for stage in (train, evaluate):
         assert stage["matrix"]["seed"] == "${grid.seeds}"
         assert "--seed ${item.seed}" in stage["cmd"]
-    assert [_expand(p, key) for p in _paths(train["outs"])] == [lay.relative(lay.model_dir)]
-    assert [_expand(p, key) for p in _paths(train["metrics"])] == [lay.relative(lay.train_metrics)]
+    # per-run metrics are cached outs: only the summary stage declares metrics (`dvc exp show` stays narrow)
+    assert [_expand(p, key) for p in _paths(train["outs"])] == [lay.relative(lay.model_dir), lay.relative(lay.train_metrics)]
+    assert "metrics" not in train and "metrics" not in evaluate
     assert [_expand(p, key) for p in _paths(train["plots"])] == [lay.relative(lay.history)]
     assert lay.relative(lay.model_dir) in [_expand(p, key) for p in evaluate["deps"]]
-    assert [_expand(p, key) for p in _paths(evaluate["outs"])] == [lay.relative(lay.results_dir)]
-    assert [_expand(p, key) for p in _paths(evaluate["metrics"])] == [lay.relative(lay.test_metrics), lay.relative(lay.val_metrics),
-                                                                       lay.relative(lay.efficiency)]
+    assert [_expand(p, key) for p in _paths(evaluate["outs"])] == [lay.relative(p) for p in (
+        lay.results_dir, lay.test_metrics, lay.val_metrics, lay.efficiency)]
+    assert [name for name, stage in _stages(repo).items() if "metrics" in _definitions(stage)] == ["summary"]
     assert [_expand(p, key) for p in _paths(evaluate["plots"])] == [lay.relative(lay.per_class_f1), lay.relative(lay.confusion)]
 
 

@@ -34,3 +34,13 @@ def test_a_metric_missing_in_one_seed_is_left_out_and_a_short_cell_says_so(tmp_p
     parts = build(tmp_path, ["d", "d2"], ["b"], ["megl"], [0, 1])
     assert parts["metrics"] == {"seeds": 2, "d": {"megl": {"accuracy": 0.6}}, "d2": {"megl": {"seeds": 1, "accuracy": 0.9}}}
     assert [r["method"] for r in parts["accuracy"]] == ["d/megl", "d2/megl"]
+
+
+def test_runs_collects_the_gated_files_by_path_and_leaves_out_what_is_absent(tmp_path):
+    """summary/runs.json: what the regression gate compares, committed to git (the files are DVC-cached)."""
+    write(tmp_path, RunKey("d", "b", "megl", 0), {"accuracy": 0.5, "miou": float("nan")})
+    (tmp_path / "metrics" / "d" / "dataset.json").write_text(json.dumps({"samples": 10}))
+    parts = build(tmp_path, ["d"], ["b"], ["megl", "baseline"], [0], reports=["d", "other"])
+    assert list(parts["runs"]) == ["metrics/d/dataset.json", "metrics/d/b/megl/s0/test.json"]
+    assert parts["runs"]["metrics/d/b/megl/s0/test.json"]["accuracy"] == 0.5
+    assert parts["metrics"] == {"seeds": 1, "megl": {"accuracy": 0.5}}  # NaN is no mean

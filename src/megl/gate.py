@@ -1,8 +1,11 @@
 """The regression gate: freshly reproduced metrics against the committed ones.
 
-`dvc metrics diff HEAD --json --all --targets metrics -R` gives old (HEAD) and new (working tree) values; tolerances
-(metrics/tolerances.yaml) say per metric name which direction is better and how far it may move
-the wrong way. DVC has no threshold of its own, hence this small check.
+The gated files (each dataset's extraction report, each run's test metrics) are DVC-cached outputs,
+so a clean clone has only their committed copy: summary/runs.json, which the summary stage writes
+({path: contents}). `compare` pairs HEAD's copy (old) with the reproduced one (new), metric by metric
+(nested keys joined by dots, as `dvc metrics diff` names them); tolerances (metrics/tolerances.yaml)
+say per metric name which direction is better and how far it may move the wrong way. DVC has no
+threshold of its own, hence this small check.
 
 Same params on the same kind of CPU give byte-identical metrics. On another CPU, float kernels
 differ in their last bits and training from scratch amplifies that into a different run, as another
@@ -116,8 +119,27 @@ def _at_chance(metrics: dict) -> bool:
     return not above_chance(round(old["accuracy"] * n), n, old["chance_accuracy"])
 
 
+def _flat(value, prefix: str = "") -> dict:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out = {}
+    for key, item in value.items():
+        out.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def compare(old: dict[str, dict], new: dict[str, dict]) -> dict[str, dict[str, dict]]:
+    """{file: {metric: {"old": x, "new": y}}} over every file and metric of either collection (a side
+    that lacks one has None), the shape of `dvc metrics diff --json --all`."""
+    diff = {}
+    for file in sorted(set(old) | set(new)):
+        a, b = _flat(old.get(file) or {}), _flat(new.get(file) or {})
+        diff[file] = {name: {"old": a.get(name), "new": b.get(name)} for name in sorted(set(a) | set(b))}
+    return diff
+
+
 def check(diff: dict, tolerances: Tolerances) -> list[Finding]:
-    """Judge every gated metric in a `dvc metrics diff --json --all` result."""
+    """Judge every gated metric in a `compare` (or `dvc metrics diff --json --all`) result."""
     findings = []
     for file, metrics in sorted(diff.get("diff", diff).items()):
         if not any(fnmatch.fnmatch(file, pattern) for pattern in tolerances.files):

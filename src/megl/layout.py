@@ -8,7 +8,8 @@ gets one folder per run, named by the run:
     checkpoints/<d>/<b>/<v>/s<seed>/   per-epoch Accelerate states (not tracked)
     results/<d>/<b>/<v>/s<seed>/       predictions.parquet, cams.npy, gallery.{png,html}
     metrics/<d>/<b>/<v>/s<seed>/       train.json (training summary), test.json (test metrics,
-                                       gated), efficiency.json (timings, not gated)
+                                       gated), val.json, efficiency.json (timings, not gated);
+                                       DVC-cached outputs (summary/runs.json commits the gated ones)
     plots/<d>/<b>/<v>/s<seed>/         history.json, per_class_f1.json, confusion.json (plot data;
                                        `dvc plots show <file>`, docs/dvc.md)
 
@@ -70,10 +71,10 @@ class RunLayout:
     checkpoint_dir: Path
     results_dir: Path
     metrics_dir: Path
-    train_metrics: Path  # training summary: per-epoch history, best epoch (tracked in git, not gated)
-    test_metrics: Path  # test-split metrics (tracked in git, gated)
+    train_metrics: Path  # training summary: per-epoch history, best epoch (not gated)
+    test_metrics: Path  # test-split metrics (gated: summary/runs.json)
     val_metrics: Path  # val-split accuracy and localisation: what model selection may read (docs/study.md)
-    efficiency: Path  # parameters, latency, FPS (tracked in git, machine-dependent, not gated)
+    efficiency: Path  # parameters, latency, FPS (machine-dependent, not gated)
     plots_dir: Path
     history: Path  # per-epoch rows (the summary stage overlays them)
     per_class_f1: Path  # plot data

@@ -2,8 +2,11 @@
 file (`dvc exp show`, `dvc metrics diff` read it by default), and the data of the plots that overlay
 the grid's runs (`dvc plots show`: validation accuracy per epoch, test accuracy and mIoU per method).
 
-The per-run metrics (metrics/<d>/<b>/<v>/s<seed>/*.json, 40-odd keys each) stay tracked as outputs;
-they are what the tables and the regression gate read. Only pathlib and json here, like the tables.
+The per-run metrics (metrics/<d>/<b>/<v>/s<seed>/*.json, 40-odd keys each) are DVC-cached outputs,
+what the tables read; `runs` collects the gated ones (each dataset's extraction report, each run's
+test metrics) into one git-tracked file, summary/runs.json, keyed by their paths: the committed values
+the regression gate compares a reproduction with (src/megl/gate.py), readable in git history without
+DVC's cache. Only pathlib and json here, like the tables.
 
 Honest by construction: a metric a run could not compute (a string status, `not_applicable`, an
 absent key) is left out, never written as 0; a cell is the mean over the seeds found: `seeds` at the
@@ -13,24 +16,26 @@ top says how many the grid has, and a cell that found fewer says so with its own
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Iterable
 
-from megl.layout import RunKey, grid_runs, run_layout
+from megl.layout import RunKey, dataset_report, grid_runs, run_layout
 
 HEADLINE = ("accuracy", "miou", "cider")  # classification, localisation, text (Tables 2 and 3)
 DIGITS = 4
+
+
+def _mean(values: list[float]) -> float:
+    return round(sum(values) / len(values), DIGITS)
 
 
 def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _mean(values: list[float]) -> float:
-    return round(sum(values) / len(values), DIGITS)
+def _number(value) -> bool:  # as megl.tables counts a metric: a finite number, not a status string
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def run_label(key: RunKey, several: dict[str, bool]) -> str:
@@ -40,10 +45,17 @@ def run_label(key: RunKey, several: dict[str, bool]) -> str:
     return "/".join(parts) + (f"/s{key.seed}" if several["seed"] else "")
 
 
-def build(root: Path, datasets, backbones, variants, seeds) -> dict[str, object]:
-    """{"metrics": the compact metrics, "history": rows for the per-epoch overlay, "accuracy" and
-    "miou": rows for the per-method bars}; runs without test metrics are left out (the tables
-    stage lists them). A cell's key is its chart label: `megl` for the default grid of one dataset
+def gated(root: Path, keys: list[RunKey], reports: Iterable[str]) -> dict[str, dict]:
+    """{path: contents} of the gated files found: the extraction reports of `reports` (dataset names),
+    then every run's test metrics, by their repository-relative paths."""
+    paths = [dataset_report(root, d) for d in reports] + [run_layout(root, key).test_metrics for key in keys]
+    return {p.relative_to(root).as_posix(): data for p in paths if (data := _load(p)) is not None}
+
+
+def build(root: Path, datasets, backbones, variants, seeds, reports: Iterable[str] = ()) -> dict[str, object]:
+    """{"metrics": the compact metrics, "runs": the gated files (`gated`), "history": rows for the
+    per-epoch overlay, "accuracy" and "miou": rows for the per-method bars}; runs without test metrics
+    are left out (the tables stage lists them). A cell's key is its chart label: `megl` for the default grid of one dataset
     and one backbone (`dvc exp show` column `megl.accuracy`, the same in an experiment on another
     dataset, so the two compare in one column), prefixed by the dataset and the backbone where the grid
     has several (`object_me_varied.megl`)."""
@@ -75,7 +87,7 @@ def build(root: Path, datasets, backbones, variants, seeds) -> dict[str, object]
         node[last] = cell
         bars["accuracy"] += [{"method": method, "accuracy": cell["accuracy"]}] if "accuracy" in cell else []
         bars["miou"] += [{"method": method, "miou": cell["miou"]}] if "miou" in cell else []
-    return {"metrics": metrics, "history": history, **bars}
+    return {"metrics": metrics, "runs": gated(root, keys, reports), "history": history, **bars}
 
 
 def dump(value) -> bytes:

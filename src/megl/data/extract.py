@@ -118,7 +118,7 @@ def extract_dataset(
         pq.write_table(pa.Table.from_pandas(manifest, schema=MANIFEST_SCHEMA, preserve_index=False), tmp)
     image_io.write_store(out_dir / "images.npy", pixels, cfg.image_size)
     write_json(out_dir / "classes.json", classes)
-    # The report is tracked in git (metrics/<d>/dataset.json): timings stay out of it so reruns are byte-identical.
+    # The report is gated (metrics/<d>/dataset.json, committed in summary/runs.json): timings stay out of it so reruns are byte-identical.
     write_json(report_path, report)
     return {**report, "seconds": round(time.perf_counter() - started, 3)}
 
