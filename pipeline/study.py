@@ -33,6 +33,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -251,11 +252,37 @@ def search_plan(params: Params, blocks: dict[str, dict]) -> dict[str, dict[str, 
     return {v: trials_of(v, params.variant(v), blocks[v], study.search_seed, study.trials) for v in study.variants}
 
 
-def run_phase(phase: str, runs: list[tuple[RunKey, str, int, dict]], params_text: str, records: Records, commit: str,
-              env: dict[str, str], max_runs: int | None, log, submit=None) -> int:
-    """Run what `records` lacks, in order, appending each record; returns how many ran. `submit`
-    (the Prefect flow megl-study): every run first as a cell of the work pool, on any worker, then
-    each restored here from the run-cache it pushed (submit returns the failed runs' reasons)."""
+@dataclasses.dataclass
+class StudyContext:
+    """What every phase of one call of the study shares."""
+
+    params: Params  # params.yaml with the study file laid over it
+    base: str  # params.yaml's text at the commit
+    overlay: dict  # the study file's blocks
+    blocks: dict[str, dict]  # method variant -> its params block
+    trial_blocks: dict[str, dict]  # trial variant (`<method>_tNN`) -> its block with the trial's values
+    trial_method: dict[str, tuple[str, int, dict]]  # trial variant -> (method variant, trial, values)
+    records: Records
+    commit: str
+    env: dict[str, str]  # the stage processes' environment (MLflow parent run, interpreter)
+    folder: Path  # studies/<name>/
+    log: Callable[[str], None]
+    submit: Callable | None = None  # the Prefect flow megl-study's: runs go to the work pool first
+
+    def params_text(self, grid: dict[str, list], blocks: dict[str, dict] | None = None) -> str:
+        """The params.yaml a run of `grid` reads: the study's, with these variant blocks (default: every
+        trial's), narrowed to the grid."""
+        blocks = self.trial_blocks if blocks is None else blocks
+        return scratch.narrowed_params(study_params_text(self.base, self.overlay, blocks, grid), grid)
+
+
+def run_phase(ctx: StudyContext, phase: str, runs: list[tuple[RunKey, str, int, dict]], params_text: str,
+              max_runs: int | None) -> int:
+    """Run what the records lack, in order, appending each record; returns how many ran. With
+    `ctx.submit` (the Prefect flow megl-study): every run first as a cell of the work pool, on any
+    worker, then each restored here from the run-cache it pushed (submit returns the failed runs'
+    reasons)."""
+    records, commit, env, log, submit = ctx.records, ctx.commit, ctx.env, ctx.log, ctx.submit
     missing = [r for r in runs if not records.done(phase, r[0].name, r[3])]
     todo = missing if max_runs is None else missing[:max_runs]
     log(f"{phase}: {len(runs) - len(missing)} of {len(runs)} runs recorded, {len(todo)} to run now")
@@ -278,14 +305,14 @@ def run_phase(phase: str, runs: list[tuple[RunKey, str, int, dict]], params_text
 COMPARED = ("val", "test", "train", "not_applicable", "diverged")  # what a record's run must give again
 
 
-def check_older_code(records: Records, base: str, overlay: dict, blocks: dict, commit: str, env: dict[str, str],
-                     log) -> None:
+def check_older_code(ctx: StudyContext) -> None:
     """A code change that leaves the numbers alone (a comment, a refactor, a new option off by default)
     need not restart a study of hours. For each older code with records of this protocol: one record
     per method (of that code's records and of the codes already shown the same as it) is run again at
     this commit; when every one gives the same metrics (validation, test, the training history), those
     records count as this code's (code.jsonl says so, with the runs that showed it); at the first
     difference they do not, and the study runs everything again."""
+    records, commit, env, log = ctx.records, ctx.commit, ctx.env, ctx.log
     for old, found in records.older().items():
         if old in records.codes:  # shown the same through a check made a moment ago (checks chain)
             continue
@@ -298,8 +325,8 @@ def check_older_code(records: Records, base: str, overlay: dict, blocks: dict, c
         sample = [by_method[m] for m in sorted(by_method)]
         grid = {"datasets": sorted({r["dataset"] for r in sample}), "backbones": sorted({r["backbone"] for r in sample}),
                 "variants": sorted({r["variant"] for r in sample}), "seeds": sorted({r["seed"] for r in sample})}
-        again_blocks = {r["variant"]: trial_block(blocks[r["method"]], r["hyperparameters"]) for r in sample}
-        text = scratch.narrowed_params(study_params_text(base, overlay, again_blocks, grid), grid)
+        again_blocks = {r["variant"]: trial_block(ctx.blocks[r["method"]], r["hyperparameters"]) for r in sample}
+        text = ctx.params_text(grid, again_blocks)
         log(f"code {old} -> {records.code}: {len(found)} records; running one per method again to compare: "
             + ", ".join(r["run"] for r in sample))
         check = {"from": old, "to": records.code, "commit": commit, "runs": [r["run"] for r in sample]}
@@ -349,51 +376,47 @@ def _write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def run_all(args, params: Params, base: str, overlay: dict, blocks: dict, trial_blocks: dict, trial_method: dict,
-            records: Records, commit: str, env: dict[str, str], folder: Path, log, submit=None) -> None:
+def run_all(ctx: StudyContext, phase: str, budget: int | None) -> None:
     """Per dataset: its search, then (once complete) its selection and its final runs; an ablation:
-    its arms at the source study's selection, once there is one."""
-    study = params.study
-    budget = args.max_runs
+    its arms at the source study's selection, once there is one. `budget`: at most this many runs."""
+    params, study, records, log = ctx.params, ctx.params.study, ctx.records, ctx.log
 
     chosen: dict = {}
     for d in study.datasets:  # a dataset's search, its selection, its final runs: whole datasets come first
         if study.hyperparameters_from is not None:
-            adopted = adopted_selection(params, d, blocks, trial_blocks, log)
+            adopted = adopted_selection(params, d, ctx.blocks, ctx.trial_blocks, log)
             if adopted is None:
                 continue
             chosen[d] = adopted
-            _write_json(folder / "selection.json", chosen)
-            if args.phase in ("final", "all"):
-                budget = _final_runs(d, chosen, study, base, overlay, trial_blocks, records, commit, env, budget, log, submit)
+            _write_json(ctx.folder / "selection.json", chosen)
+            if phase in ("final", "all"):
+                budget = _final_runs(ctx, d, chosen, budget)
             continue
-        search_runs = [(RunKey(d, b, name, study.search_seed), *trial_method[name])
-                       for b in study.backbones for name in trial_blocks]
-        if args.phase in ("search", "all"):
-            grid = {"datasets": [d], "backbones": list(study.backbones), "variants": list(trial_blocks),
+        search_runs = [(RunKey(d, b, name, study.search_seed), *ctx.trial_method[name])
+                       for b in study.backbones for name in ctx.trial_blocks]
+        if phase in ("search", "all"):
+            grid = {"datasets": [d], "backbones": list(study.backbones), "variants": list(ctx.trial_blocks),
                     "seeds": [study.search_seed]}
-            text = scratch.narrowed_params(study_params_text(base, overlay, trial_blocks, grid), grid)
-            n = run_phase("search", search_runs, text, records, commit, env, budget, log, submit)
+            n = run_phase(ctx, "search", search_runs, ctx.params_text(grid), budget)
             budget = None if budget is None else budget - n
         if not all(records.done("search", key.name, values) for key, _, _, values in search_runs):
             log(f"{d}: search not complete: its selection and final runs wait for it")
             continue
         chosen |= selection(params, records.current(), [d])
-        _write_json(folder / "selection.json", chosen)
-        if args.phase in ("final", "all"):
-            budget = _final_runs(d, chosen, study, base, overlay, trial_blocks, records, commit, env, budget, log, submit)
+        _write_json(ctx.folder / "selection.json", chosen)
+        if phase in ("final", "all"):
+            budget = _final_runs(ctx, d, chosen, budget)
 
 
-def _final_runs(d: str, chosen: dict, study, base: str, overlay: dict, trial_blocks: dict, records: Records, commit: str,
-                env: dict[str, str], budget: int | None, log, submit) -> int | None:
+def _final_runs(ctx: StudyContext, d: str, chosen: dict, budget: int | None) -> int | None:
     """Each variant at its chosen trial on the final seeds; the budget left."""
+    study = ctx.params.study
     picked = {c["trial_variant"] for by_method in chosen[d].values() for c in by_method.values() if c["trial_variant"]}
     grid = {"datasets": [d], "backbones": list(study.backbones), "variants": sorted(picked), "seeds": list(study.final_seeds)}
-    text = scratch.narrowed_params(study_params_text(base, overlay, trial_blocks, grid), grid)
     runs = [(RunKey(d, b, c["trial_variant"], s), v, c["trial"], c["hyperparameters"])
             for b, by_method in chosen[d].items() for v, c in by_method.items() if c["trial_variant"]
             for s in study.final_seeds]
-    n = run_phase("final", runs, text, records, commit, env, budget, log, submit)
+    n = run_phase(ctx, "final", runs, ctx.params_text(grid), budget)
     return None if budget is None else budget - n
 
 
@@ -462,13 +485,13 @@ def main(argv: list[str] | None = None, submit=None, log=None) -> int:
     trial_blocks = {name: block for trials in plan.values() for name, (_, _, block) in trials.items()}
     trial_method = {name: (v, k, values) for v, trials in plan.items() for name, (k, values, _) in trials.items()}
     parent = _open_parent(params, commit, len(records.all)) if args.phase != "report" else None
-    env = _stage_env(params, parent)
+    ctx = StudyContext(params, base, overlay, merged_tree["variants"], trial_blocks, trial_method, records, commit,
+                _stage_env(params, parent), folder, log, submit)
     ok = False
     try:
         if args.phase != "report":
-            check_older_code(records, base, overlay, merged_tree["variants"], commit, env, log)
-        run_all(args, params, base, overlay, merged_tree["variants"], trial_blocks, trial_method, records, commit, env,
-                folder, log, submit)
+            check_older_code(ctx)
+        run_all(ctx, args.phase, args.max_runs)
         ok = True
     finally:
         if parent is not None:
