@@ -179,6 +179,11 @@ class Records:
             out[code] = [r for r in self.all if r["protocol"] == self.protocol and r["code"] in same]
         return out
 
+    def unchecked(self) -> list[dict]:
+        """Every record `older()` holds, once (a record of a code shown the same as several others is
+        in each of their lists)."""
+        return list({id(r): r for found in self.older().values() for r in found}.values())
+
     def done(self, phase: str, run: str, hyperparameters: dict) -> bool:
         return any(r["phase"] == phase and r["run"] == run and r["hyperparameters"] == hyperparameters for r in self.current())
 
@@ -502,7 +507,7 @@ def main(argv: list[str] | None = None, submit=None, log=None) -> int:
         from megl.study.report import write_report
 
         shown, note = records.current(), f"commit {commit[:12]}, code {records.code}, protocol {protocol}"
-        unchecked = [r for found in records.older().values() for r in found]
+        unchecked = records.unchecked()
         if args.phase == "report" and unchecked:  # a report between runs: the records a check has yet to look at too
             shown += unchecked
             note += f"; {len(unchecked)} records of earlier code, not yet checked against this commit"

@@ -176,5 +176,7 @@ def test_a_code_check_samples_every_method_it_would_carry_over(tmp_path):
     older = records.older()
     assert list(older) == ["B", "A"]  # newest code first; A's list is the same class
     assert sorted(r["method"] for r in older["B"]) == ["m1", "m2", "m3"]
+    # a report between runs shows them once, not once per code that holds them
+    assert sorted(r["method"] for r in records.unchecked()) == ["m1", "m2", "m3"]
     records.add_check({"from": "B", "to": "C", "identical": True, "runs": []})
     assert sorted(r["method"] for r in records.current()) == ["m1", "m2", "m3"] and records.older() == {}
