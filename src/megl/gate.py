@@ -139,9 +139,9 @@ def compare(old: dict[str, dict], new: dict[str, dict]) -> dict[str, dict[str, d
 
 
 def check(diff: dict, tolerances: Tolerances) -> list[Finding]:
-    """Judge every gated metric in a `compare` (or `dvc metrics diff --json --all`) result."""
+    """Judge every gated metric in a `compare` result."""
     findings = []
-    for file, metrics in sorted(diff.get("diff", diff).items()):
+    for file, metrics in sorted(diff.items()):
         if not any(fnmatch.fnmatch(file, pattern) for pattern in tolerances.files):
             continue
         noise = _at_chance(metrics)

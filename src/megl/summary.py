@@ -45,29 +45,26 @@ def run_label(key: RunKey, several: dict[str, bool]) -> str:
     return "/".join(parts) + (f"/s{key.seed}" if several["seed"] else "")
 
 
-def gated(root: Path, keys: list[RunKey], reports: Iterable[str]) -> dict[str, dict]:
-    """{path: contents} of the gated files found: the extraction reports of `reports` (dataset names),
-    then every run's test metrics, by their repository-relative paths."""
-    paths = [dataset_report(root, d) for d in reports] + [run_layout(root, key).test_metrics for key in keys]
-    return {p.relative_to(root).as_posix(): data for p in paths if (data := _load(p)) is not None}
-
-
 def build(root: Path, datasets, backbones, variants, seeds, reports: Iterable[str] = ()) -> dict[str, object]:
-    """{"metrics": the compact metrics, "runs": the gated files (`gated`), "history": rows for the
-    per-epoch overlay, "accuracy" and "miou": rows for the per-method bars}; runs without test metrics
-    are left out (the tables stage lists them). A cell's key is its chart label: `megl` for the default grid of one dataset
-    and one backbone (`dvc exp show` column `megl.accuracy`, the same in an experiment on another
+    """{"metrics": the compact metrics, "runs": the gated files found by repository-relative path (the
+    extraction reports of `reports`, dataset names, then every run's test metrics), "history": rows for
+    the per-epoch overlay, "accuracy" and "miou": rows for the per-method bars}; runs without test
+    metrics are left out (the tables stage lists them). A cell's key is its chart label: `megl` for
+    the default grid of one dataset and one backbone (`dvc exp show` column `megl.accuracy`, the same in an experiment on another
     dataset, so the two compare in one column), prefixed by the dataset and the backbone where the grid
     has several (`object_me_varied.megl`)."""
     keys = grid_runs(datasets, backbones, variants, seeds)
     several = {"dataset": len(datasets) > 1, "backbone": len(backbones) > 1, "seed": len(seeds) > 1}
     cell_several = {**several, "seed": False}
+    paths = [dataset_report(root, d) for d in reports]
+    gated = {p.relative_to(root).as_posix(): data for p in paths if (data := _load(p)) is not None}
     found: dict[tuple, list[dict]] = {}
     history: list[dict] = []
     for key in keys:
         lay = run_layout(root, key)
         if (test := _load(lay.test_metrics)) is not None:
             found.setdefault((key.dataset, key.backbone, key.variant), []).append(test)
+            gated[lay.relative(lay.test_metrics)] = test
         train = _load(lay.train_metrics) or {}
         history += [{"run": run_label(key, several), "epoch": row["epoch"], "val_accuracy": row["val_accuracy"]}
                     for row in train.get("history", []) if _number(row.get("val_accuracy"))]
@@ -87,7 +84,7 @@ def build(root: Path, datasets, backbones, variants, seeds, reports: Iterable[st
         node[last] = cell
         bars["accuracy"] += [{"method": method, "accuracy": cell["accuracy"]}] if "accuracy" in cell else []
         bars["miou"] += [{"method": method, "miou": cell["miou"]}] if "miou" in cell else []
-    return {"metrics": metrics, "runs": gated(root, keys, reports), "history": history, **bars}
+    return {"metrics": metrics, "runs": gated, "history": history, **bars}
 
 
 def dump(value) -> bytes:
