@@ -1,5 +1,6 @@
 """The study's report (studies/<name>/): report.md with the selection and the final comparison,
-comparison.csv, and per dataset a PNG of the search (test accuracy and mIoU against each method's
+comparison.csv, MEGL against each other method paired by seed (versus.csv), the oracle selection
+apart (the best test trial of the search: an upper bound, read by nothing else), and per dataset a PNG of the search (test accuracy and mIoU against each method's
 main weight) and of the final runs (mean with its 95 % interval), and the final means as CSVs that
 `dvc plots show` draws (plots/).
 
@@ -82,11 +83,102 @@ def comparison_rows(params: Params, records: list[dict], selection: dict) -> lis
     return rows
 
 
+def focus_variants(params: Params) -> list[str]:
+    """The compared variants that are MEGL itself (its method, not the plain backbone): the report
+    sets each against every other method, paired by seed. None in an ablation (its arms are all MEGL)."""
+    study = params.study
+    if study.hyperparameters_from:
+        return []
+    return [v for v in study.variants if v != study.baseline and params.variant(v).method == "megl"]
+
+
+def versus_rows(params: Params, records: list[dict]) -> list[dict]:
+    """focus − method, paired by seed, for each focus variant and each other compared method (the
+    baseline's difference is the main table's Δ)."""
+    study = params.study
+    rows = []
+    for d in study.datasets:
+        for b in study.backbones:
+            for f in focus_variants(params):
+                own = {m: final_values(records, d, b, f, m) for m, _ in METRICS}
+                for v in study.variants:
+                    if v in (f, study.baseline):
+                        continue
+                    rows.append({"dataset": d, "backbone": b, "focus": f, "method": v,
+                                 **{m: paired_ci(own[m], final_values(records, d, b, v, m)) for m, _ in METRICS}})
+    return rows
+
+
+def oracle_rows(params: Params, records: list[dict], selection: dict) -> list[dict]:
+    """Per method, the search trial with the best *test* accuracy (ties: the lowest trial) beside the
+    trial the declared rule selected, both at the search seed: how much a selection that reads test
+    would have gained. An upper bound, reported apart; nothing else reads it."""
+    study = params.study
+    rows = []
+    for d in study.datasets:
+        for b in study.backbones:
+            for v in study.variants:
+                own = [r for r in records if r["phase"] == "search" and r["dataset"] == d and r["backbone"] == b
+                       and r["method"] == v and _is_number(r["test"].get("accuracy"))]
+                if not own:
+                    continue
+                best = min(own, key=lambda r: (-r["test"]["accuracy"], r["trial"]))
+                chosen = selection.get(d, {}).get(b, {}).get(v, {}).get("trial_variant")
+                picked = next((r for r in own if r["variant"] == chosen), None)
+                rows.append({"dataset": d, "backbone": b, "method": v, "oracle": best["variant"],
+                             "oracle_accuracy": best["test"]["accuracy"], "selected": chosen,
+                             "selected_accuracy": picked["test"]["accuracy"] if picked else None,
+                             "trials": len(own)})
+    return rows
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _versus_lines(params: Params, versus: list[dict], d: str, b: str) -> list[str]:
+    own = [r for r in versus if r["dataset"] == d and r["backbone"] == b]
+    if not own:
+        return []
+    lines = []
+    for f in dict.fromkeys(r["focus"] for r in own):
+        name = _label(params, f)
+        count = sum(r["focus"] == f for r in own)
+        lines += [f"{name} against each method, paired by seed ({name} − method; bold where the 95 % interval "
+                  f"excludes 0; {count} comparisons, each at 95 %, not corrected for multiplicity):", "",
+                  f"| Method | Δ acc ({name} − method) | Δ mIoU ({name} − method) | Seeds |", "|---|---|---|---|"]
+        for r in (r for r in own if r["focus"] == f):
+            acc, miou = r["accuracy"], r["miou"]
+            lines.append(f"| {_label(params, r['method'])} | {_cell(acc, bool(acc and acc.excludes_zero()), True)} | "
+                         f"{_cell(miou, bool(miou and miou.excludes_zero()), True)} | {acc.n if acc else 0} |")
+        lines.append("")
+    return lines
+
+
+def _oracle_lines(params: Params, oracle: list[dict], d: str, b: str) -> list[str]:
+    own = [r for r in oracle if r["dataset"] == d and r["backbone"] == b]
+    if not own:
+        return []
+    seed = params.study.search_seed
+    lines = [f"Oracle selection, an upper bound and not a result: the search trial with the best *test* accuracy "
+             f"(seed {seed}, one run each, no interval) beside the trial the declared rule selected, same seed. "
+             "The gap is what reading test would have bought; no table above uses it.", "",
+             f"| Method | Oracle trial | Its test acc (seed {seed}) | Selected trial | Its test acc (seed {seed}) | "
+             "Gap | Trials |", "|---|---|---|---|---|---|---|"]
+    for r in own:
+        gap = (r["oracle_accuracy"] - r["selected_accuracy"]) if r["selected_accuracy"] is not None else None
+        lines.append(f"| {_label(params, r['method'])} | {r['oracle']} | {_num(r['oracle_accuracy'])} | "
+                     f"{r['selected'] or '-'} | {_num(r['selected_accuracy'])} | "
+                     f"{'-' if gap is None else f'{gap:+.4f}'} | {r['trials']} |")
+    return lines + [""]
+
+
 def _hp_text(values: dict) -> str:
     return ", ".join(f"{k.split('.', 1)[1]}={v:g}" for k, v in sorted(values.items())) or "-"
 
 
-def markdown(params: Params, rows: list[dict], selection: dict, records: list[dict], note: str) -> str:
+def markdown(params: Params, rows: list[dict], selection: dict, records: list[dict], note: str,
+             versus: list[dict] = (), oracle: list[dict] = ()) -> str:
     study = params.study
     rule = study.selection
     search = [r for r in records if r["phase"] == "search"]
@@ -147,11 +239,13 @@ def markdown(params: Params, rows: list[dict], selection: dict, records: list[di
                                  + (f" (tied: {', '.join(c['tied'])})" if len(c["tied"]) > 1 else "")
                                  + (f"; excluded (no finite value): {', '.join(c['excluded'])}" if c["excluded"] else ""))
             lines.append("")
+            lines += _versus_lines(params, versus, d, b)
+            lines += _oracle_lines(params, oracle, d, b)
     return "\n".join(lines)
 
 
 def _num(v) -> str:
-    return f"{v:.4f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
+    return f"{v:.4f}" if _is_number(v) else "-"
 
 
 def comparison_csv(rows: list[dict]) -> str:
@@ -167,6 +261,19 @@ def comparison_csv(rows: list[dict]) -> str:
                         ci.n if ci else 0,
                         *(("%.6f" % x) for x in ((diff.mean, diff.low, diff.high) if diff else ())), *([""] * 3 if diff is None else []),
                         diff.n if diff else 0])
+    return buf.getvalue()
+
+
+def versus_csv(versus: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["dataset", "backbone", "focus", "method", "metric", "diff_mean", "diff_low", "diff_high", "diff_seeds"])
+    for r in versus:
+        for m, _ in METRICS:
+            ci = r[m]
+            w.writerow([r["dataset"], r["backbone"], r["focus"], r["method"], m,
+                        *((("%.6f" % ci.mean), ("%.6f" % ci.low), ("%.6f" % ci.high)) if ci else ("", "", "")),
+                        ci.n if ci else 0])
     return buf.getvalue()
 
 
@@ -250,7 +357,10 @@ def write_report(params: Params, records: list[dict], folder: Path, protocol_not
     selection_path = folder / "selection.json"
     selection = json.loads(selection_path.read_text()) if selection_path.is_file() else {}
     rows = comparison_rows(params, records, selection)
-    (folder / "report.md").write_text(markdown(params, rows, selection, records, protocol_note) + "\n")
+    versus, oracle = versus_rows(params, records), oracle_rows(params, records, selection)
+    (folder / "report.md").write_text(markdown(params, rows, selection, records, protocol_note, versus, oracle) + "\n")
     (folder / "comparison.csv").write_text(comparison_csv(rows))
+    if versus:
+        (folder / "versus.csv").write_text(versus_csv(versus))
     plots(params, rows, records, folder)
     plot_tables(rows, folder)
