@@ -67,11 +67,16 @@ def _merge(base, overlay) -> None:
 
 def study_params_text(params_text: str, overlay: dict, trials: dict[str, dict] | None = None,
                       grid: dict[str, list] | None = None) -> str:
-    """params.yaml (comments kept) with the overlay's blocks laid over it, trial variants added; with
+    """params.yaml (comments kept) with the overlay's blocks laid over it (its variant blocks replace
+    params.yaml's of the same name), trial variants added; with
     a grid, the params of a phase's runs: the grid set and the study block left out."""
     yaml_rt = scratch.round_trip_yaml()
     params = yaml_rt.load(params_text)
-    _merge(params, overlay)
+    _merge(params, {k: v for k, v in overlay.items() if k != "variants"})
+    for name, block in (overlay.get("variants") or {}).items():
+        # a study's variant block is whole, not laid key by key over params.yaml's: the default grid
+        # carries the values a study selected, and the search must not start from them
+        params["variants"][name] = block
     for name, block in (trials or {}).items():
         params["variants"][name] = block
     if grid:
