@@ -26,7 +26,7 @@ def test_repository_params_load(repo):
     # every method of the paper's tables is in the default grid
     assert set(params.grid.variants) == {"megl", "visual_text", "text", "visual", "baseline", "gradia", "haics",
                                          "res_g", "res_l", "cdep", "rrr", "llava", "finetune_cot"}
-    assert params.variant("res_l").cam_mode == "detached" and params.variant("rrr").weight == 1000.0
+    assert params.variant("res_l").cam_mode == "detached" and params.variant("rrr").weight == 8.86  # fair-1 selected
     assert params.variant("finetune_cot").method == "finetune_cot" and params.variant("gradia").method == "gradia"
     assert params.variant("megl").method == "megl"  # the default method
     assert params.synthetic_source("object_me_varied").geometry == "varied"

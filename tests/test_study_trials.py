@@ -59,7 +59,8 @@ def test_a_variants_train_values_reach_its_runs_only(tmp_path):
     params = load_params(path)
     run = params.for_run("gradia", 3).train
     assert (run.lr, run.epochs, run.seed) == (0.004, 7, 3) and isinstance(run.epochs, int)
-    assert params.for_run("megl", 3).train.lr == raw["train"]["lr"]
+    assert params.for_run("visual", 3).train.lr == raw["variants"]["visual"]["train"]["lr"]  # its own, not gradia's
+    assert params.for_run("llava", 3).train.lr == raw["train"]["lr"]  # no train: block: the global one
     for bad, message in (({"lr": -1}, "variants.gradia.train.lr: must be > 0"),
                          ({"lrr": 0.1}, r"variants.gradia.train: unknown key\(s\) \['lrr'\]"),
                          ({"seed": 2}, "variants.gradia.train.seed: a run's seed comes from grid.seeds"),
@@ -99,6 +100,31 @@ def test_the_runs_params_of_one_dataset_of_the_study_are_valid(tmp_path):
         t = runs.for_run("megl_t03", 0).train
         assert (t.lr, t.lambda_visual, t.lambda_textual) == tuple(plan["megl"]["megl_t03"][1][k] for k in (
             "train.lr", "train.lambda_visual", "train.lambda_textual"))
+
+
+def test_the_study_declares_its_methods_blocks_whole():
+    """params.yaml's default grid carries the values fair-1 selected; the study's variant blocks replace
+    params.yaml's (not laid key by key over them), so the search starts from the declared blocks and
+    its trials, protocol and records are the same whatever the defaults say."""
+    import sys
+
+    import yaml
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "pipeline"))
+    import study
+
+    overlay = yaml.safe_load((REPO / "configs" / "study.yaml").read_text())
+    base = (REPO / "params.yaml").read_text()
+    merged = yaml.safe_load(study.study_params_text(base, overlay))
+    assert "train" in yaml.safe_load(base)["variants"]["megl"]  # the defaults: the selected values
+    for v in merged["study"]["variants"]:
+        assert merged["variants"][v] == overlay["variants"][v]
+    changed = yaml.safe_load(base)
+    changed["variants"]["megl"]["train"]["lambda_visual"] = 50.0  # another default: the study does not see it
+    assert study.protocol_digest(yaml.safe_load(study.study_params_text(yaml.safe_dump(changed), overlay))) == \
+        study.protocol_digest(merged)
 
 
 def test_the_factorial_extends_the_study_and_its_arms_are_valid_runs(tmp_path):

@@ -659,6 +659,10 @@ class Params:
 
     def validate(self, where: str) -> None:
         self._check_grid_names(self.grid, "grid.{kind}:")
+        # the global blocks first: each variant's own values are checked merged over them, and a bad
+        # global value must be named as itself, not as the first variant with a train: block
+        self.train.validate("train")
+        self.text_head.validate("text_head")
         for name, variant in self.variants.items():
             self.variant_train(name, f"variants.{name}.train")  # ConfigError naming a bad override
             self.variant_text_head(name, f"variants.{name}.text_head")
