@@ -93,13 +93,13 @@ def test_params_read_as_dvc_writes_them(repo, tmp_path):
     exponents without a dot. Read as DVC reads it, these are strings and numbers, not booleans."""
     text = (repo / "params.yaml").read_text()
     text = text.replace('exclude_answers: ["yes", "no"]', "exclude_answers:\n      - yes\n      - no\n      - on")
-    text = text.replace("lr: 1.0e-3", "lr: 1e-3")
-    assert "- yes" in text and "lr: 1e-3" in text
+    text = text.replace("lr: 6.32e-4 ", "lr: 632e-6 ")
+    assert "- yes" in text and "lr: 632e-6 " in text
     path = tmp_path / "params.yaml"
     path.write_text(text)
     params = load_params(path)
     assert params.dataset("object_me").labels.exclude_answers == ("yes", "no", "on")
-    assert params.train.lr == 0.001
+    assert params.train.lr == 0.000632
 
 
 def test_pipeline_check_lists_every_missing_folder(repo, tmp_path):

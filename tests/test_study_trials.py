@@ -59,8 +59,8 @@ def test_a_variants_train_values_reach_its_runs_only(tmp_path):
     params = load_params(path)
     run = params.for_run("gradia", 3).train
     assert (run.lr, run.epochs, run.seed) == (0.004, 7, 3) and isinstance(run.epochs, int)
-    assert params.for_run("visual", 3).train.lr == raw["variants"]["visual"]["train"]["lr"]  # its own, not gradia's
-    assert params.for_run("llava", 3).train.lr == raw["train"]["lr"]  # no train: block: the global one
+    assert params.for_run("haics", 3).train.lr == raw["variants"]["haics"]["train"]["lr"]  # its own, not gradia's
+    assert params.for_run("megl", 3).train.lr == raw["train"]["lr"]  # no train: block: the global one
     for bad, message in (({"lr": -1}, "variants.gradia.train.lr: must be > 0"),
                          ({"lrr": 0.1}, r"variants.gradia.train: unknown key\(s\) \['lrr'\]"),
                          ({"seed": 2}, "variants.gradia.train.seed: a run's seed comes from grid.seeds"),
@@ -118,11 +118,12 @@ def test_the_study_declares_its_methods_blocks_whole():
     overlay = yaml.safe_load((REPO / "configs" / "study.yaml").read_text())
     base = (REPO / "params.yaml").read_text()
     merged = yaml.safe_load(study.study_params_text(base, overlay))
-    assert "train" in yaml.safe_load(base)["variants"]["megl"]  # the defaults: the selected values
+    assert "train" in yaml.safe_load(base)["variants"]["gradia"]  # the defaults: the selected values
     for v in merged["study"]["variants"]:
         assert merged["variants"][v] == overlay["variants"][v]
     changed = yaml.safe_load(base)
-    changed["variants"]["megl"]["train"]["lambda_visual"] = 50.0  # another default: the study does not see it
+    changed["variants"]["gradia"]["train"]["lr"] = 0.5  # other defaults: the study does not see them
+    changed["train"].update(lr=0.5, lambda_visual=50.0)
     assert study.protocol_digest(yaml.safe_load(study.study_params_text(yaml.safe_dump(changed), overlay))) == \
         study.protocol_digest(merged)
 
