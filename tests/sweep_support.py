@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny_params import grid_datasets_only
+from tiny_params import grid_datasets_only, one_train_block
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -140,6 +140,7 @@ def tiny_repo(work: Path) -> Path:
     params["sweep"].update(max_parallel=2, retries=0, retry_delay_s=0)
     params["grid"]["datasets"] = GRID["datasets"]
     grid_datasets_only(params)
+    one_train_block(params)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (work / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")  # what `dvc init` writes
     git(work, "init", "-q")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny_params import grid_datasets_only
+from tiny_params import grid_datasets_only, one_train_block
 
 from megl import tracking
 
@@ -60,6 +60,7 @@ def project(repo, tmp_path_factory):
     params["evaluate"].update(faithfulness_samples=8, faithfulness_steps=4, efficiency_warmup=1, efficiency_iters=2)
     params["tracking"]["enabled"] = True  # sqlite:///<project>/mlflow.db (gitignored)
     grid_datasets_only(params)
+    one_train_block(params)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # the tables stage reads both datasets' metrics folders; this grid has only object_me
     dvc_yaml = (work / "dvc.yaml").read_text().replace("      - metrics/action_me\n", "")
