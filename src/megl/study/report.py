@@ -1,7 +1,7 @@
 """The study's report (studies/<name>/): report.md with the selection and the final comparison,
 comparison.csv, MEGL against each other method paired by seed (versus.csv), the oracle selection
-apart (the best test trial of the search: an upper bound, read by nothing else), and per dataset a PNG of the search (test accuracy and mIoU against each method's
-main weight) and of the final runs (mean with its 95 % interval), and the final means as CSVs that
+apart (the best test trial of the search: an upper bound, read by nothing else), and per dataset a
+PNG of the search (test accuracy and mIoU against each method's main weight) and of the final runs (mean with its 95 % interval), and the final means as CSVs that
 `dvc plots show` draws (plots/).
 
 Honest by construction: a mean over fewer than two seeds has no interval; a difference is bold only
@@ -50,7 +50,7 @@ def final_values(records: list[dict], dataset: str, backbone: str, method: str, 
     for r in records:
         if r["phase"] == "final" and r["dataset"] == dataset and r["backbone"] == backbone and r["method"] == method:
             value = r["test"].get(metric)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if _is_number(value):
                 out[r["seed"]] = float(value)
     return out
 
