@@ -25,6 +25,9 @@ from typing import Callable, Iterator
 REPO = Path(__file__).resolve().parents[1]
 CELLS = Path(".dvc") / "tmp" / "cells"
 OWNER = ".owner-pid"  # <tree>.owner-pid beside each worktree (owner_file)
+# Ignored by git and not DVC outputs, yet read by stages through params (a text head's encoder_path):
+# what `make weights` converts from pip packages on each host. A worktree links the clone's.
+LOCAL_INPUTS = ("weights",)
 
 Log = Callable[[str], None]
 
@@ -189,6 +192,9 @@ def worktree(commit: str, params_text: str, clone: Path = REPO) -> Iterator[Path
     try:
         git(clone, "worktree", "add", "--detach", "--force", str(tree), commit)
         (tree / "params.yaml").write_text(params_text)
+        for name in LOCAL_INPUTS:
+            if (clone / name).exists():
+                (tree / name).symlink_to(clone / name, target_is_directory=True)
         _dvc_config(clone, tree)
         yield tree
     finally:

@@ -69,7 +69,10 @@ def test_with_grid_keeps_comments_and_narrowed_params_keep_only_the_grids_data(s
 def test_worktree_at_the_commit_shares_the_clones_cache_and_remote(scratch, clone):
     commit = scratch.head_commit(clone)
     (clone / "src" / "megl" / "core.py").write_text("x = 'uncommitted'\n")
+    (clone / "weights" / "encoder").mkdir(parents=True)  # ignored by git, converted by `make weights`
+    (clone / "weights" / "encoder" / "model.safetensors").write_text("w")
     with scratch.worktree(commit, "grid: {}\n", clone) as tree:
+        assert (tree / "weights" / "encoder" / "model.safetensors").read_text() == "w"
         assert tree.parent == clone / ".dvc" / "tmp" / "cells"
         assert (tree / "src" / "megl" / "core.py").read_text() == "x = 1\n"  # the commit, not the checkout
         assert (tree / "params.yaml").read_text() == "grid: {}\n"
@@ -79,7 +82,8 @@ def test_worktree_at_the_commit_shares_the_clones_cache_and_remote(scratch, clon
         assert dvc("cache", "dir").strip() == str(clone / ".dvc" / "cache")
         assert dvc("remote", "list").split() == ["storage", str(clone / "dvc-remote"), "(default)"]
     assert not tree.exists() and str(tree) not in git(clone, "worktree", "list")
-    assert git(clone, "status", "--porcelain").strip() == "M src/megl/core.py"
+    assert git(clone, "status", "--porcelain").strip().splitlines() == ["M src/megl/core.py", "?? weights/"]
+    assert (clone / "weights" / "encoder" / "model.safetensors").read_text() == "w"  # the link went, not the files
 
 
 def test_a_worktree_left_by_a_killed_cell_is_removed_by_the_next(scratch, clone):
