@@ -249,7 +249,10 @@ def run_one(tree: Path, key: RunKey, env: dict[str, str], log, pull: bool = Fals
         "restored": f"Stage '{key.stage('train')}' is cached" in out or f"Stage '{key.stage('train')}' didn't change" in out,
         "val": {k: v for k, v in val.items() if k in HEADLINE},
         "test": {k: v for k, v in test.items() if k in HEADLINE},
-        "train": {"epochs": train.get("epochs"), "checkpoint_epoch": train.get("best_epoch"),
+        # the epoch whose model was evaluated (train.checkpoint), and the best validation epoch: records
+        # before 2026-12-07 hold the latter alone, as "checkpoint_epoch" (docs/study.md)
+        "train": {"epochs": train.get("epochs"), "exported_epoch": train.get("exported_epoch"),
+                  "best_val_epoch": train.get("best_epoch"),
                   "history": [{k: h[k] for k in ("epoch", "val_accuracy") if k in h} for h in train.get("history", [])]},
         "not_applicable": test.get("not_applicable") or train.get("not_applicable"),
     }

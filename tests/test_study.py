@@ -70,7 +70,7 @@ def test_study_resumes_selects_on_validation_and_reports(tmp_path):
             v = VariantConfig() if r["method"] == "baseline" else VariantConfig(method="gradia")
             assert r["hyperparameters"] == draw(methods.get(v.method).search_space(v), 0, v.method, r["trial"])
             assert set(r["val"]) >= {"accuracy", "f1", "val_samples"} and "accuracy" in r["test"]
-            assert r["train"]["epochs"] == 1 and r["train"]["checkpoint_epoch"] == 0
+            assert r["train"]["epochs"] == 1 and r["train"]["exported_epoch"] == r["train"]["best_val_epoch"] == 0
     chosen = json.loads((work / "studies" / "tiny" / "selection.json").read_text())["object_me"]["resnet18"]
     finals = {r["method"]: r for r in found if r["phase"] == "final"}
     for method in ("baseline", "gradia"):
