@@ -62,3 +62,39 @@ def test_oracle_is_the_best_test_trial_beside_the_selected_one(tmp_path):
     assert "| MEGL | megl_t01 | 0.4000 | megl_t00 | 0.2500 | +0.1500 | 3 |" in report
     assert "| GRADIA | **+0.0967 ± 0.0379** | +0.0300 ± " in report
     assert (folder / "versus.csv").read_text().splitlines()[1].startswith("object_me,resnet18,megl,gradia,accuracy,0.096667,")
+
+
+def test_an_ablation_reports_its_arms_once_selected_and_side_by_side_over_datasets(tmp_path):
+    import study
+
+    overlay = {"study": {"name": "a", "datasets": ["object_me", "action_me"], "backbones": ["resnet18"],
+                         "variants": ["megl", "visual", "megl_multilayer"], "baseline": "megl", "search_seed": 0,
+                         "trials": 0, "final_seeds": [1, 2, 3],
+                         "hyperparameters_from": {"study": "fair", "variant": "megl"}}}
+    ablation = study.load_study(study.study_params_text((REPO / "params.yaml").read_text(), overlay), Path("a.yaml"))
+
+    def final(dataset, method, seed, acc, miou):
+        return record("final", method, seed, acc, miou) | {"dataset": dataset, "run": f"{dataset}/resnet18/{method}_t01/s{seed}"}
+
+    megl = [(1, 0.30, 0.20), (2, 0.34, 0.22), (3, 0.32, 0.27)]
+    records = [final(d, "megl", s, a, m) for d in ("object_me", "action_me") for s, a, m in megl]
+    # visual: 0.10, 0.08, 0.11 below MEGL on both datasets; its mIoU the same as MEGL's
+    records += [final(d, "visual", s, a - dd, m) for d in ("object_me", "action_me")
+                for (s, a, m), dd in zip(megl, (0.10, 0.08, 0.11))]
+    records += [final("object_me", "megl_multilayer", s, a, m) for s, a, m in megl[:2]]  # two seeds on one dataset
+    chosen = {"trial_variant": None, "tied": [], "excluded": [], "hyperparameters": {"train.lr": 0.001},
+              "reason": "study fair's selection of megl (megl_t01): best"}
+    selection = {d: {"resnet18": {v: chosen | {"trial_variant": f"{v}_t01"} for v in ("megl", "visual", "megl_multilayer")}}
+                 for d in ("object_me", "action_me")}
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "selection.json").write_text(json.dumps(selection))
+    write_report(ablation, records, folder, protocol_note="test")
+    report = (folder / "report.md").read_text()
+    assert report.count("| Arm | Hyperparameters | Accuracy | Δ acc | mIoU | Δ mIoU | Seeds |") == 2  # no search, no val columns
+    assert report.count("Selection: every arm at study fair's selection of megl (megl_t01): best.") == 2
+    across = report.split("## Across datasets")[1]
+    accuracy, miou = across.split("**Accuracy**")[1].split("**mIoU**")
+    assert "| Visual | **-0.0967 ± 0.0379** | **-0.0967 ± 0.0379** | 0 / 2 |" in accuracy  # below MEGL on both
+    assert "| MEGL (multi-layer Â) | +0.0000 ± 0.0000 | - | 0 / 0 |" in accuracy  # not run on Action-ME
+    assert "| Visual | +0.0000 ± 0.0000 | +0.0000 ± 0.0000 | 0 / 0 |" in miou

@@ -1,8 +1,9 @@
 """The study's report (studies/<name>/): report.md with the selection and the final comparison,
 comparison.csv, MEGL against each other method paired by seed (versus.csv), the oracle selection
 apart (the best test trial of the search: an upper bound, read by nothing else), and per dataset a
-PNG of the search (test accuracy and mIoU against each method's main weight) and of the final runs (mean with its 95 % interval), and the final means as CSVs that
-`dvc plots show` draws (plots/).
+PNG of the search (test accuracy and mIoU against each method's main weight) and of the final runs
+(mean with its 95 % interval), and the final means as CSVs that `dvc plots show` draws (plots/). An
+ablation (no search) shows its arms against its baseline arm, and side by side over the datasets.
 
 Honest by construction: a mean over fewer than two seeds has no interval; a difference is bold only
 where its paired 95 % interval excludes zero; nothing is ranked.
@@ -217,32 +218,71 @@ def markdown(params: Params, rows: list[dict], selection: dict, records: list[di
                 progress = (f"Search: {done} of {expected} runs recorded"
                             + ("" if done == expected else " (selection and final runs wait for the whole search)")
                             + f"; {progress}")
+            # an ablation has no search: no selected trial or validation of its own to show per arm
+            first = ["Arm", "Hyperparameters"] if source else ["Method", "Selected", "Hyperparameters", "Val acc", "Val mIoU"]
+            head = first + ["Accuracy", "Δ acc", "mIoU", "Δ mIoU", "Seeds"]
             lines += [f"## {DATASET_NAMES.get(d, d)} / {b}", "", progress, "",
-                      "| Method | Selected | Hyperparameters | Val acc | Val mIoU | Accuracy | Δ acc | mIoU | Δ mIoU | Seeds |",
-                      "|---|---|---|---|---|---|---|---|---|---|"]
+                      "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             for r in (r for r in rows if r["dataset"] == d and r["backbone"] == b):
                 diff = {m: r[f"{m}_diff"] for m, _ in METRICS}
                 val = r["val"]
-                lines.append(
-                    f"| {r['label']} | {r['selected'] or '-'} | {_hp_text(r['hyperparameters'])} | "
-                    f"{_num(val.get('accuracy'))} | {_num(val.get('miou'))} | {_cell(r['accuracy'])} | "
-                    f"{_cell(diff['accuracy'], bool(diff['accuracy'] and diff['accuracy'].excludes_zero()), True) if r['method'] != study.baseline else '-'} | "
-                    f"{_cell(r['miou'])} | "
-                    f"{_cell(diff['miou'], bool(diff['miou'] and diff['miou'].excludes_zero()), True) if r['method'] != study.baseline else '-'} | "
-                    f"{r['accuracy_seeds']} |")
+                own = [r["label"], _hp_text(r["hyperparameters"])] if source else [
+                    r["label"], r["selected"] or "-", _hp_text(r["hyperparameters"]), _num(val.get("accuracy")), _num(val.get("miou"))]
+                lines.append("| " + " | ".join(own + [
+                    _cell(r["accuracy"]), _diff_cell(diff["accuracy"]) if r["method"] != study.baseline else "-",
+                    _cell(r["miou"]), _diff_cell(diff["miou"]) if r["method"] != study.baseline else "-",
+                    str(r["accuracy_seeds"])]) + " |")
             lines.append("")
-            lines.append("Selection:")
-            for v in study.variants:
-                c = selection.get(d, {}).get(b, {}).get(v)
-                if c:
-                    lines.append(f"- {_label(params, v)}: {c['trial_variant'] or 'none'}: {c['reason']}"
-                                 + (f" (tied: {', '.join(c['tied'])})" if len(c["tied"]) > 1 else "")
-                                 + (f"; excluded (no finite value): {', '.join(c['excluded'])}" if c["excluded"] else ""))
-            lines.append("")
+            lines += _selection_lines(params, selection.get(d, {}).get(b, {}), bool(source))
             lines += _versus_lines(params, versus, d, b)
             lines += _oracle_lines(params, oracle, d, b)
+    if source:
+        lines += _across_datasets_lines(params, rows)
     return "\n".join(lines)
 
+
+def _diff_cell(ci: Interval | None) -> str:
+    return _cell(ci, bool(ci and ci.excludes_zero()), True)
+
+
+def _selection_lines(params: Params, chosen: dict, adopted: bool) -> list[str]:
+    """One line per method; an ablation's arms share their source's selection, said once."""
+    reasons = {c["reason"] for c in chosen.values()}
+    if adopted and len(reasons) == 1 and len(chosen) == len(params.study.variants):
+        return [f"Selection: every arm at {next(iter(reasons))}.", ""]
+    lines = ["Selection:"]
+    for v in params.study.variants:
+        c = chosen.get(v)
+        if c:
+            lines.append(f"- {_label(params, v)}: {c['trial_variant'] or 'none'}: {c['reason']}"
+                         + (f" (tied: {', '.join(c['tied'])})" if len(c["tied"]) > 1 else "")
+                         + (f"; excluded (no finite value): {', '.join(c['excluded'])}" if c["excluded"] else ""))
+    return lines + [""]
+
+
+def _across_datasets_lines(params: Params, rows: list[dict]) -> list[str]:
+    """An ablation's arms side by side over the datasets: where each arm's paired interval against the
+    baseline arm excludes 0, and with which sign. How many datasets a finding needs is the study's
+    pre-registration's rule, not the report's; the counts are what that rule reads."""
+    study = params.study
+    pairs = [(d, b) for d in study.datasets for b in study.backbones]
+    names = [f"{DATASET_NAMES.get(d, d)}" + (f" / {b}" if len(study.backbones) > 1 else "") for d, b in pairs]
+    lines = ["## Across datasets", "",
+             f"Each arm − `{study.baseline}`, paired by seed (bold where the 95 % interval excludes 0). Excluding 0: "
+             "on how many datasets the interval lies above 0 (+) and below 0 (−); `-`: not run yet.", ""]
+    for m, title in METRICS:
+        head = ["Arm", *(f"Δ {title}: {n}" for n in names), "Excluding 0 (+ / −)"]
+        lines += [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for v in study.variants:
+            if v == study.baseline:
+                continue
+            cis = [next((r[f"{m}_diff"] for r in rows if r["dataset"] == d and r["backbone"] == b and r["method"] == v), None)
+                   for d, b in pairs]
+            up = sum(bool(ci and ci.excludes_zero() and ci.mean > 0) for ci in cis)
+            down = sum(bool(ci and ci.excludes_zero() and ci.mean < 0) for ci in cis)
+            lines.append("| " + " | ".join([_label(params, v), *map(_diff_cell, cis), f"{up} / {down}"]) + " |")
+        lines.append("")
+    return lines
 
 def _num(v) -> str:
     return f"{v:.4f}" if _is_number(v) else "-"
