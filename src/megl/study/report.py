@@ -214,6 +214,8 @@ def markdown(params: Params, rows: list[dict], selection: dict, records: list[di
             done = len({r["run"] for r in search if r["dataset"] == d and r["backbone"] == b})
             finals = len({r["run"] for r in final if r["dataset"] == d and r["backbone"] == b})
             progress = f"{finals} of {len(study.variants) * len(study.final_seeds)} final runs recorded. `-`: not run yet."
+            if source and not selection.get(d, {}).get(b):
+                progress += f" The arms wait for study `{source.study}`'s selection of `{source.variant}` here."
             if not source:
                 progress = (f"Search: {done} of {expected} runs recorded"
                             + ("" if done == expected else " (selection and final runs wait for the whole search)")
@@ -247,6 +249,8 @@ def _diff_cell(ci: Interval | None) -> str:
 
 def _selection_lines(params: Params, chosen: dict, adopted: bool) -> list[str]:
     """One line per method; an ablation's arms share their source's selection, said once."""
+    if not chosen:
+        return []  # nothing selected yet: the progress line above says what it waits for
     reasons = {c["reason"] for c in chosen.values()}
     if adopted and len(reasons) == 1 and len(chosen) == len(params.study.variants):
         return [f"Selection: every arm at {next(iter(reasons))}.", ""]
