@@ -150,8 +150,7 @@ def _versus_lines(params: Params, versus: list[dict], d: str, b: str) -> list[st
                   f"| Method | Δ acc ({name} − method) | Δ mIoU ({name} − method) | Seeds |", "|---|---|---|---|"]
         for r in (r for r in own if r["focus"] == f):
             acc, miou = r["accuracy"], r["miou"]
-            lines.append(f"| {_label(params, r['method'])} | {_cell(acc, bool(acc and acc.excludes_zero()), True)} | "
-                         f"{_cell(miou, bool(miou and miou.excludes_zero()), True)} | {acc.n if acc else 0} |")
+            lines.append(f"| {_label(params, r['method'])} | {_diff_cell(acc)} | {_diff_cell(miou)} | {acc.n if acc else 0} |")
         lines.append("")
     return lines
 
@@ -270,6 +269,7 @@ def _across_datasets_lines(params: Params, rows: list[dict]) -> list[str]:
     pre-registration's rule, not the report's; the counts are what that rule reads."""
     study = params.study
     pairs = [(d, b) for d in study.datasets for b in study.backbones]
+    by_cell = {(r["dataset"], r["backbone"], r["method"]): r for r in rows}
     names = [f"{DATASET_NAMES.get(d, d)}" + (f" / {b}" if len(study.backbones) > 1 else "") for d, b in pairs]
     lines = ["## Across datasets", "",
              f"Each arm − `{study.baseline}`, paired by seed (bold where the 95 % interval excludes 0). Excluding 0: "
@@ -280,13 +280,13 @@ def _across_datasets_lines(params: Params, rows: list[dict]) -> list[str]:
         for v in study.variants:
             if v == study.baseline:
                 continue
-            cis = [next((r[f"{m}_diff"] for r in rows if r["dataset"] == d and r["backbone"] == b and r["method"] == v), None)
-                   for d, b in pairs]
+            cis = [by_cell[d, b, v][f"{m}_diff"] if (d, b, v) in by_cell else None for d, b in pairs]
             up = sum(bool(ci and ci.excludes_zero() and ci.mean > 0) for ci in cis)
             down = sum(bool(ci and ci.excludes_zero() and ci.mean < 0) for ci in cis)
             lines.append("| " + " | ".join([_label(params, v), *map(_diff_cell, cis), f"{up} / {down}"]) + " |")
         lines.append("")
     return lines
+
 
 def _num(v) -> str:
     return f"{v:.4f}" if _is_number(v) else "-"
