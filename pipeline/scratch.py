@@ -8,6 +8,8 @@ data and runs from the cache and run-cache when they are there (`dvc repro --pul
 makes is in the cache and, after `dvc push`, in the remote for every other host. Its folder lives
 under .dvc/tmp/cells/ (ignored by git and DVC) and is removed when the cell ends; a cell killed
 outright leaves one behind, which the next cell on this clone removes (its owner pid is dead).
+Cells of one clone add and prune their worktrees one at a time (`admin_lock`): git reads every
+worktree's admin folder while adding one, and fails on one another cell is adding or pruning.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Callable, Iterator
 REPO = Path(__file__).resolve().parents[1]
 CELLS = Path(".dvc") / "tmp" / "cells"
 OWNER = ".owner-pid"  # <tree>.owner-pid beside each worktree (owner_file)
+ADMIN_LOCK = CELLS.with_name("cells.lock")  # held while git adds or prunes a worktree of the clone
 # Ignored by git and not DVC outputs, yet read by stages through params (a text head's encoder_path):
 # what `make weights` converts from pip packages on each host. A worktree links the clone's.
 LOCAL_INPUTS = ("weights",)
@@ -182,15 +185,24 @@ def _dvc_config(clone: Path, tree: Path) -> None:
                 conf["remote"].setdefault(name, {})["url"] = url
 
 
+def admin_lock(clone: Path):
+    """An inter-process lock over the clone's worktree list (git has none: `git worktree add` beside
+    another's add or prune fails with "failed to read .git/worktrees/<id>/commondir")."""
+    from filelock import FileLock
+
+    (clone / CELLS).mkdir(parents=True, exist_ok=True)
+    return FileLock(clone / ADMIN_LOCK)
+
+
 @contextlib.contextmanager
 def worktree(commit: str, params_text: str, clone: Path = REPO) -> Iterator[Path]:
     """A worktree of `clone` at `commit` holding `params_text` as params.yaml; removed afterwards."""
-    _remove_dead(clone)
     tree = clone / CELLS / uuid.uuid4().hex[:12]
-    tree.parent.mkdir(parents=True, exist_ok=True)
-    owner_file(tree).write_text(str(os.getpid()))
     try:
-        git(clone, "worktree", "add", "--detach", "--force", str(tree), commit)
+        with admin_lock(clone):
+            _remove_dead(clone)
+            owner_file(tree).write_text(str(os.getpid()))
+            git(clone, "worktree", "add", "--detach", "--force", str(tree), commit)
         (tree / "params.yaml").write_text(params_text)
         for name in LOCAL_INPUTS:
             if (clone / name).exists():
@@ -200,7 +212,8 @@ def worktree(commit: str, params_text: str, clone: Path = REPO) -> Iterator[Path
     finally:
         shutil.rmtree(tree, ignore_errors=True)
         owner_file(tree).unlink(missing_ok=True)
-        subprocess.run(["git", "-C", str(clone), "worktree", "prune"], capture_output=True)
+        with admin_lock(clone):
+            subprocess.run(["git", "-C", str(clone), "worktree", "prune"], capture_output=True)
 
 
 def run_logged(cmd: list[str], cwd: Path, env: dict[str, str], log: Log, what: str, tail_lines: int = 25) -> str:

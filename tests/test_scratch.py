@@ -94,3 +94,19 @@ def test_a_worktree_left_by_a_killed_cell_is_removed_by_the_next(scratch, clone)
         scratch.owner_file(first).write_text(str(dead.pid))  # as if its process was SIGKILLed
         with scratch.worktree(commit, "", clone) as second:
             assert not first.exists() and second.exists()
+
+
+def test_cells_of_one_clone_add_and_remove_worktrees_at_once(scratch, clone):
+    """Several cells of a clone (a worker's slots, a study beside a sweep) make and remove their
+    worktrees at the same moments: git alone fails one of them ("failed to read
+    .git/worktrees/<id>/commondir", seen in CI); every one succeeds, and none is left behind."""
+    commit = scratch.head_commit(clone)
+    loop = (f"import sys; sys.path.insert(0, {str(REPO / 'pipeline')!r}); import scratch; from pathlib import Path\n"
+            f"for _ in range(12):\n"
+            f"    with scratch.worktree({commit!r}, 'grid: {{}}\\n', Path({str(clone)!r})) as tree:\n"
+            f"        assert (tree / 'src' / 'megl' / 'core.py').is_file()\n")
+    procs = [subprocess.Popen([sys.executable, "-c", loop], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, "\n".join(errors)
+    assert git(clone, "worktree", "list").splitlines() == [git(clone, "worktree", "list").splitlines()[0]]
+    assert not list((clone / ".dvc" / "tmp" / "cells").iterdir())

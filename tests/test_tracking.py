@@ -187,6 +187,50 @@ def test_dvc_root_decides_the_default_store(tmp_path, monkeypatch):
     assert tracking.tracking_uri(tmp_path / "copy") == "sqlite:////elsewhere/mlflow.db"
 
 
+def test_a_split_logged_by_two_runs_at_once_links_to_both(store, tmp_path, monkeypatch):
+    """Two cells of a sweep log the same new split at the same moment; the store's look-up-then-insert
+    lets both insert it and fails the later on its unique key (PostgreSQL's words below, from a CI
+    sweep). The race itself cannot be timed from a test: the store's error is injected once, in
+    front of the real call, and the run still gets its splits; any other error is raised."""
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from megl.layout import data_dir
+
+    root, client = store
+    folder = data_dir(tmp_path, "object_me")
+    folder.mkdir(parents=True)
+    pd.DataFrame({"sample_id": ["a", "b", "c"], "split": ["train", "val", "train"], "label": [0, 1, 1]}).to_parquet(
+        folder / "manifest.parquet")
+    splits = tracking.DatasetSplits(tmp_path, "object_me", {"train": "train", "val": "validation"})
+    real, calls = mlflow.log_inputs, []
+
+    def lose_race_once(error):
+        def log_inputs(**kwargs):
+            calls.append(error)
+            if len(calls) == 1:
+                raise MlflowException(error)
+            return real(**kwargs)
+        return log_inputs
+
+    race = ('(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"\n'
+            "DETAIL:  Key (experiment_id, name, digest)=(1, object_me/train, 2f44f8) already exists.")
+    monkeypatch.setattr(mlflow, "log_inputs", lose_race_once(race))
+    with tracking.start_run(True, root, "exp-race", "object_me/resnet18/megl/s0", {}, TAGS) as run:
+        run.log_datasets(splits)
+    assert len(calls) == 2
+    assert sorted(i.dataset.name for i in client.get_run(run.run_id).inputs.dataset_inputs) == [
+        "object_me/train", "object_me/val"]
+
+    calls.clear()
+    monkeypatch.setattr(mlflow, "log_inputs", lose_race_once("RESOURCE_DOES_NOT_EXIST: no run"))
+    with pytest.raises(MlflowException, match="no run"):
+        with tracking.start_run(True, root, "exp-race", "object_me/resnet18/megl/s1", {}, TAGS) as run:
+            run.log_datasets(splits)
+    assert len(calls) == 1
+
+
 def test_tracking_off_is_a_no_op(tmp_path):
     with tracking.start_run(False, tmp_path, "x", "n", {}, {}) as run:
         run.log_step(1, {"loss": 1.0})

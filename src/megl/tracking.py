@@ -111,7 +111,29 @@ def _log_splits(splits: DatasetSplits) -> None:
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
         datasets = _split_datasets(splits)
-        mlflow.log_inputs(datasets=datasets, contexts=list(splits.contexts.values()), tags_list=[None] * len(datasets))
+        _log_inputs_once_more_after_a_race(datasets, list(splits.contexts.values()))
+
+
+# What a tracking store (PostgreSQL, SQLite, MySQL) says when an insert hits an existing unique key.
+_UNIQUE_VIOLATION = re.compile(r"UniqueViolation|UNIQUE constraint failed|Duplicate entry")
+
+
+def _log_inputs_once_more_after_a_race(datasets: list, contexts: list[str], attempts: int = 3) -> None:
+    """mlflow.log_inputs, again when it lost a race. The store looks up which datasets exist, then
+    inserts the others, in two steps: two runs logging the same new split at once (two cells of a
+    sweep) both insert it, and the later one fails on the key (experiment, name, digest). By then
+    the split exists, so the next call links it; the failed call wrote nothing."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, attempts + 1):
+        try:
+            mlflow.log_inputs(datasets=datasets, contexts=contexts, tags_list=[None] * len(datasets))
+            return
+        except MlflowException as error:
+            if attempt == attempts or not _UNIQUE_VIOLATION.search(str(error)):
+                raise
+            time.sleep(0.2 * attempt)
 
 
 def _split_datasets(splits: DatasetSplits) -> list:
