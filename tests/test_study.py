@@ -164,7 +164,8 @@ def test_the_study_deployment_runs_its_runs_on_the_work_pool(ablation_sweep):
         import re
 
         run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", out.stdout).group(1)
-        assert sweep.flow_run(run_id)["state"]["type"] == "COMPLETED", out.stdout[-3000:] + out.stderr[-3000:]
+        state = sweep.flow_run(run_id)["state"]  # its message names each failed run and why
+        assert state["type"] == "COMPLETED", str(state["message"]) + out.stdout[-3000:] + out.stderr[-3000:]
         commit = git(work, "rev-parse", "HEAD").strip()
         cells = sweep.cell_runs(run_id)
         found = [json.loads(line) for line in (work / "studies" / "pool" / "runs.jsonl").read_text().splitlines()]
