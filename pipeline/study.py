@@ -318,6 +318,22 @@ def run_phase(ctx: StudyContext, phase: str, runs: list[tuple[RunKey, str, int, 
 COMPARED = ("val", "test", "train", "not_applicable", "diverged")  # what a record's run must give again
 
 
+def differences(recorded: dict, again: dict) -> dict:
+    """The parts of a record that a run made again gives otherwise: part -> {recorded, now}. A record
+    written before 2026-12-07 names the best validation epoch `checkpoint_epoch` and lacks
+    `exported_epoch` (the last epoch under `checkpoint: last`, set by the params alone): it is
+    compared as this code writes it, on the fields it has, so the renamed field is no new number."""
+    out = {}
+    for part in COMPARED:
+        old, now = recorded.get(part), again.get(part)
+        if part == "train" and isinstance(old, dict) and "checkpoint_epoch" in old:
+            old = {k: v for k, v in old.items() if k != "checkpoint_epoch"} | {"best_val_epoch": old["checkpoint_epoch"]}
+            now = {k: v for k, v in (now or {}).items() if k != "exported_epoch"}
+        if old != now:
+            out[part] = {"recorded": recorded.get(part), "now": again.get(part)}
+    return out
+
+
 def check_older_code(ctx: StudyContext) -> None:
     """A code change that leaves the numbers alone (a comment, a refactor, a new option off by default)
     need not restart a study of hours. For each older code with records of this protocol: one record
@@ -346,8 +362,7 @@ def check_older_code(ctx: StudyContext) -> None:
         with scratch.worktree(commit, text) as tree:
             for r in sample:
                 again = run_one(tree, RunKey(r["dataset"], r["backbone"], r["variant"], r["seed"]), env, log)
-                differs = {part: {"recorded": r.get(part), "now": again.get(part)} for part in COMPARED
-                           if r.get(part) != again.get(part)}
+                differs = differences(r, again)
                 if differs:
                     records.add_check(check | {"identical": False, "runs": [r["run"]], "differs": differs})
                     log(f"code {old}: {r['run']} gives other numbers at this commit ({', '.join(differs)}): its "
