@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import method_seeds  # noqa: E402
 from megl.atomic import write_json  # noqa: E402
+from megl.config import load_params  # noqa: E402
 from megl.data import decoy_fmnist  # noqa: E402
 from megl.study.stats import mean_ci, paired_ci  # noqa: E402
 
@@ -98,14 +99,17 @@ def main() -> None:
     block = study["decoys"][DECOYED]
     lr = args.lr or selected_lr()
     control = dict(study["datasets"][DECOYED], raw_dir=f"data/raw/{CONTROL}")
+    # params.yaml's baseline block carries its own train.lr (the default grid's); the study replaces
+    # that block whole, so the run's lr is set there
     method_seeds.OVERLAY.update(method_seeds.merged({k: v for k, v in study.items() if k != "study"},
-                                                    {"datasets": {CONTROL: control}}))
+                                                    {"datasets": {CONTROL: control}, "variants": {"baseline": {"train": {"lr": lr}}}}))
     summaries = write_sets(block)
     rows = []
     with tempfile.TemporaryDirectory(prefix="megl-bench-") as tmp:
         work = Path(tmp)
         (work / "data").symlink_to(REPO / "data")
         params_file = method_seeds.scoped_params(work, {"lr": lr}, "baseline")
+        assert load_params(params_file).for_run("baseline", 0).train.lr == lr
         for seed in args.seeds:
             for dataset in (DECOYED, CONTROL):
                 method_seeds.ensure_extracted(params_file, dataset, work)

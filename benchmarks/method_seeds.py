@@ -183,7 +183,7 @@ def ensure_extracted(params_file: Path, dataset: str, work: Path) -> None:
 
 def run_one(params_file: Path, dataset: str, backbone: str, variant: str, seed: int, name: str, probe: bool = False,
             explainers: tuple[str, ...] = ()) -> dict:
-    params = load_params(params_file).with_seed(seed)
+    params = load_params(params_file).for_run(variant, seed)
     paths = run_layout(params.root, RunKey(dataset, backbone, name, seed))
     t0 = time.perf_counter()
     with without_image_tokens(probe):
