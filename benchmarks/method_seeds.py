@@ -94,11 +94,15 @@ def merged(base: dict, overlay: dict) -> dict:
 OVERLAY: dict = {}  # --overlay's blocks (e.g. configs/decoy_fmnist.yaml)
 
 
-def scoped_params(work: Path, train_overrides: dict, tag: str) -> Path:
-    """A params file in `work` (outputs go there) that reads the repository's extracted data."""
+def scoped_params(work: Path, train_overrides: dict, tag: str, variant: str | None = None) -> Path:
+    """A params file in `work` (outputs go there) that reads the repository's extracted data. The
+    overrides also go into `variant`'s own train block, which a run lays over `train` (Params.for_run)."""
     raw = merged(yaml.safe_load((REPO / "params.yaml").read_text()), OVERLAY)
     raw["tracking"]["enabled"] = False
     raw["train"].update(train_overrides)
+    own = (raw["variants"].get(variant) or {}).get("train") if variant else None
+    if own is not None:
+        own.update(train_overrides)
     path = work / f"params_{tag}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -318,7 +322,7 @@ def main() -> None:
                     for name, variant, overrides in variants:
                         overrides = dict(overrides)
                         probe = bool(overrides.pop("probe_no_image_tokens", False))
-                        params_file = scoped_params(work, overrides, name)
+                        params_file = scoped_params(work, overrides, name, variant)
                         ensure_extracted(params_file, dataset, work)
                         rows.append(run_one(params_file, dataset, backbone, variant, seed, name, probe, tuple(args.explainers)))
                         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)

@@ -18,6 +18,7 @@ Prints one JSON object:
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import shutil
@@ -66,6 +67,8 @@ def timed_sweep(cluster, max_parallel: int) -> tuple[float, list[float]]:
 
 
 def main() -> None:
+    # no options; `--help` prints this text instead of starting the cluster
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     base = Path(tempfile.mkdtemp(prefix="megl-scaleout-"))
     cluster = start_cluster(base, workers=2, threads=1)
     try:

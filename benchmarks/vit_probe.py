@@ -170,7 +170,8 @@ def no_decoy_copy(src: Path, dst: Path, image_size: int, decoy_size: float) -> N
 
 def run_probe(probe: Probe, work: Path, dataset: str, seed: int) -> dict:
     root = work / probe.data
-    params = load_params(scoped_params(root, dict(probe.train), str(len(list(root.glob("params_*")))))).with_seed(seed)
+    params_file = scoped_params(root, dict(probe.train), str(len(list(root.glob("params_*")))), probe.variant)
+    params = load_params(params_file).for_run(probe.variant, seed)
     paths = run_layout(root, RunKey(dataset, "probes", probe.name.replace(" ", "_").replace("=", ""), seed))
     t0 = time.perf_counter()
     with probe_backbone(probe) as backbone:
@@ -180,7 +181,7 @@ def run_probe(probe: Probe, work: Path, dataset: str, seed: int) -> dict:
     return {
         "probe": probe.name, **{k: v for k, v in dataclasses.asdict(probe).items() if k != "name"},
         "dataset": dataset, "seed": seed,
-        **score_test_split(model, config, data_dir(root, dataset), params, seed),
+        **score_test_split(model, config, data_dir(root, dataset), params, seed, dataset),
         "final_train_pred": round(last["train_pred"], 4),
         "final_train_visual": round(last["train_visual"], 4) if "train_visual" in last else None,
         "seconds": round(time.perf_counter() - t0, 1),
