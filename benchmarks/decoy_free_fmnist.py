@@ -99,16 +99,15 @@ def main() -> None:
     block = study["decoys"][DECOYED]
     lr = args.lr or selected_lr()
     control = dict(study["datasets"][DECOYED], raw_dir=f"data/raw/{CONTROL}")
-    # params.yaml's baseline block carries its own train.lr (the default grid's); the study replaces
-    # that block whole, so the run's lr is set there
     method_seeds.OVERLAY.update(method_seeds.merged({k: v for k, v in study.items() if k != "study"},
-                                                    {"datasets": {CONTROL: control}, "variants": {"baseline": {"train": {"lr": lr}}}}))
+                                                    {"datasets": {CONTROL: control}}))
     summaries = write_sets(block)
     rows = []
     with tempfile.TemporaryDirectory(prefix="megl-bench-") as tmp:
         work = Path(tmp)
         (work / "data").symlink_to(REPO / "data")
-        params_file = method_seeds.scoped_params(work, {"lr": lr}, "baseline")
+        # also into params.yaml's baseline block, whose own train.lr (the default grid's) would win
+        params_file = method_seeds.scoped_params(work, {"lr": lr}, "baseline", "baseline")
         assert load_params(params_file).for_run("baseline", 0).train.lr == lr
         for seed in args.seeds:
             for dataset in (DECOYED, CONTROL):
